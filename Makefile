@@ -1,0 +1,43 @@
+# The README's two commands are `make demo` and `make test`; both set up everything they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# Reinstall only when pyproject.toml changes.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+# deepspeed builds against an installed torch, so torch goes in first (version from pyproject).
+TORCH := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup bins up down lint unit
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q "setuptools>=75" wheel
+	$(VENV)/bin/pip install -q "$(TORCH)"
+	DS_BUILD_OPS=0 $(VENV)/bin/pip install -q --no-build-isolation -e ".[operator,trainer,dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+bins:
+	bash tests/localcluster/build-bins.sh >/dev/null
+
+up: setup bins
+	$(PY) -m tests.localcluster up
+
+down: setup
+	$(PY) -m tests.localcluster down
+
+demo: setup bins
+	$(PY) -m tests.localcluster demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+test: setup bins lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""trainkube's tests: unit (no cluster) and cluster (the real local control plane)."""
