@@ -4,6 +4,7 @@ nodes a test can drive to any pod outcome."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from pathlib import Path
@@ -144,7 +145,7 @@ def test_crd_schema_rejects_an_invalid_object(api_client: Any, namespace: str) -
         with pytest.raises(ApiException) as rejected:
             create(bad_spec)
         assert rejected.value.status == 422
-        assert complaint in rejected.value.body
+        assert complaint in json.loads(rejected.value.body)["message"]
 
     created = create({"nodes": 2, "precision": "bf16"})
     assert created["spec"] == {"nodes": 2, "precision": "bf16"}
@@ -354,4 +355,5 @@ def test_rbac_denies_a_service_account_what_its_role_does_not_grant(
         with pytest.raises(ApiException) as denied:
             forbidden()
         assert denied.value.status == 403
-        assert f"system:serviceaccount:{namespace}:reader" in denied.value.body
+        message = json.loads(denied.value.body)["message"]
+        assert f'User "system:serviceaccount:{namespace}:reader" cannot' in message

@@ -13,7 +13,8 @@ kube_version="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$
 kube_minor="$(echo "$kube_version" | cut -d. -f2)"
 build_date="2026-01-01T00:00:00Z"
 
-stamp_of() { (cd "$1" && cat go.mod go.sum ./*.go 2>/dev/null; cat "$here/build-bins.sh") | sha256sum | cut -c1-16; }
+# A module's binaries are keyed by what pins them: go.mod, go.sum, its sources and the ldflags.
+stamp_of() { (cd "$1" && cat go.mod go.sum ./*.go 2>/dev/null; echo "$ldflags") | sha256sum | cut -c1-16; }
 
 build_module() { # name, output names... ; uses ldflags from $ldflags
   local name="$1"; shift
@@ -29,6 +30,8 @@ build_module() { # name, output names... ; uses ldflags from $ldflags
   done
   echo "built $name in $((SECONDS - start)) s" >&2
   touch "$out/.complete"
+  # Binaries of an older pin are no longer referenced: drop them.
+  find "$cache/bin" -maxdepth 1 -name "$name-*" ! -path "$out" -exec rm -rf {} +
   echo "$out"
 }
 

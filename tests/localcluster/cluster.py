@@ -58,13 +58,19 @@ def _pid_file(layout: components.Layout, name: str) -> Path:
 
 
 def _running_pid(layout: components.Layout, name: str) -> int | None:
-    """The pid of component `name` if its recorded process is still that binary."""
+    """The pid of component `name` if its recorded process is alive and still that binary."""
     try:
         pid = int(_pid_file(layout, name).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    executable = Path(cmdline.split(b"\0", 1)[0].decode(errors="replace")).name
+    if not _alive(pid):
+        return None
+    try:
+        # Right after exec the command line can read empty for a moment: fall back to the image.
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+        executable = Path(argv0 or os.readlink(f"/proc/{pid}/exe")).name
+    except (OSError, UnicodeDecodeError):
+        return None
     return pid if executable == name else None
 
 
