@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
 
 from trainkube import __version__
 
@@ -17,10 +18,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"trainkube {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("version", help="print the trainkube and Python versions")
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--output-dir", type=Path, default=Path("crds"), help="default: crds/")
+    crds.add_argument(
+        "--check", action="store_true", help="write nothing; fail if the files are stale"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "crds":
+        return _crds(args.output_dir, check=args.check)
 
     if args.command == "version":
         print(f"trainkube {__version__} (Python {platform.python_version()})")
+    return 0
+
+
+def _crds(directory: Path, *, check: bool) -> int:
+    from trainkube.api import crd  # noqa: PLC0415 - only this command needs the generator
+
+    if check:
+        stale = crd.stale_files(directory)
+        for name in stale:
+            print(f"{directory / name} is stale: run `trainkube crds --output-dir {directory}`")
+        return 1 if stale else 0
+    for path in crd.write_crds(directory):
+        print(f"wrote {path}")
     return 0
 
 

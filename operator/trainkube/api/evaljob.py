@@ -1,0 +1,238 @@
+"""EvalJob: evaluating one model, or a candidate against a baseline (A/B), with gates that
+pass or fail the job."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trainkube.api.base import DNS_LABEL, ApiModel, Rule, exactly_one_of, rules
+from trainkube.api.common import (
+    DataSource,
+    ModelSource,
+    PodTemplate,
+    Resources,
+    RunControl,
+    Tracking,
+    VolumePath,
+)
+from trainkube.api.status import JobStatus
+
+
+class Perplexity(DataSource):
+    """Perplexity (and mean token loss) of the model on a text dataset."""
+
+    text_field: str = Field(default="text", description="field holding the text.", max_length=128)
+    sequence_length: int = Field(
+        default=2048, description="tokens per evaluated sequence.", ge=8, le=1048576
+    )
+
+
+class MultipleChoice(DataSource):
+    """Multiple-choice items (hub, files or builtin): the model's answer is the choice with the
+    highest log-likelihood. Metric: accuracy."""
+
+    question_field: str = Field(default="question", description="field with the question.")
+    choices_field: str = Field(default="choices", description="field with the list of choices.")
+    answer_field: str = Field(
+        default="answer", description="field with the index of the right choice."
+    )
+
+
+class ExactMatch(DataSource):
+    """Generation items (hub, files or builtin): greedy completion of the prompt, compared with
+    the answer after trimming whitespace. Metric: exactMatch."""
+
+    prompt_field: str = Field(default="prompt", description="field with the prompt.")
+    answer_field: str = Field(default="answer", description="field with the expected answer.")
+    max_new_tokens: int = Field(
+        default=32, description="longest completion generated.", ge=1, le=8192
+    )
+
+
+class Harness(ApiModel):
+    """Tasks of EleutherAI's lm-evaluation-harness (the trainer image must include lm_eval)."""
+
+    tasks: list[str] = Field(
+        description="task names, e.g. [hellaswag, arc_easy].", min_length=1, max_length=64
+    )
+    num_fewshot: int = Field(default=0, description="few-shot examples per item.", ge=0, le=64)
+
+
+class Evaluation(ApiModel):
+    """One evaluation: a name and exactly one of perplexity, multipleChoice, exactMatch or
+    harness."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            exactly_one_of(
+                "perplexity", "multipleChoice", "exactMatch", "harness", what="evaluation"
+            )
+        )
+    }
+
+    name: str = Field(
+        description="name of the evaluation; gates refer to its metrics as <name>.<metric>.",
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+    perplexity: Perplexity | None = Field(default=None, description="perplexity on text.")
+    multiple_choice: MultipleChoice | None = Field(
+        default=None, description="multiple-choice accuracy."
+    )
+    exact_match: ExactMatch | None = Field(default=None, description="exact-match accuracy.")
+    harness: Harness | None = Field(default=None, description="lm-evaluation-harness tasks.")
+    max_examples: int | None = Field(
+        default=None, description="evaluate at most this many examples.", ge=1
+    )
+
+
+class Gate(ApiModel):
+    """A pass/fail condition on one metric. Set min and/or max for absolute bounds, and/or
+    maxRegression to fail when the model is worse than the baseline by more than that."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            Rule(
+                rule="has(self.min) || has(self.max) || has(self.maxRegression)",
+                message="a gate needs at least one of min, max or maxRegression",
+            ),
+        )
+    }
+
+    metric: str = Field(
+        description="<evaluation name>.<metric>, e.g. 'held-out.perplexity' or 'qa.exactMatch'.",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[A-Za-z0-9_,.-]+$",
+        max_length=256,
+    )
+    min: float | None = Field(default=None, description="fail when the metric is below this.")
+    max: float | None = Field(default=None, description="fail when the metric is above this.")
+    max_regression: float | None = Field(
+        default=None,
+        description="fail when the model is worse than the baseline by more than this (in the "
+        "metric's units; lower is better for perplexity and loss, higher for the rest). Needs "
+        "a baseline.",
+        ge=0,
+    )
+
+
+NOT_ARCHITECTURE = Rule(
+    rule="!has(self.architecture)",
+    message="an evaluated model must have trained weights: use hub, volume or fromJob, not "
+    "architecture",
+    field_path=".architecture",
+)
+
+
+class EvalJobSpec(RunControl):
+    """What to evaluate, against what, and what must hold for the job to pass."""
+
+    model_config = RunControl.model_config | {
+        "json_schema_extra": rules(
+            Rule(
+                rule="!has(self.gates) || !self.gates.exists(g, has(g.maxRegression)) || "
+                "has(self.baseline)",
+                message="a gate with maxRegression compares with the baseline: set baseline, "
+                "or use min/max instead",
+                field_path=".gates",
+            ),
+            Rule(
+                rule="!has(self.gates) || self.gates.all(g, self.evaluations.exists(e, "
+                "g.metric.startsWith(e.name + '.')))",
+                message="every gate's metric must start with the name of one of the evaluations "
+                "followed by a dot, e.g. 'held-out.perplexity'",
+                field_path=".gates",
+            ),
+            Rule(
+                rule="self.evaluations.all(e, self.evaluations.exists_one(f, f.name == e.name))",
+                message="evaluation names must be unique",
+                field_path=".evaluations",
+            ),
+        )
+    }
+
+    model: ModelSource = Field(
+        description="the model to evaluate (the candidate, in an A/B comparison).",
+        json_schema_extra=rules(
+            exactly_one_of("hub", "volume", "architecture", "fromJob", what="model"),
+            NOT_ARCHITECTURE,
+            Rule(rule="self == oldSelf", message="model is immutable after creation"),
+        ),
+    )
+    baseline: ModelSource | None = Field(
+        default=None,
+        description="a baseline evaluated on the same examples, for A/B comparison and "
+        "maxRegression gates.",
+        json_schema_extra=rules(
+            exactly_one_of("hub", "volume", "architecture", "fromJob", what="baseline"),
+            NOT_ARCHITECTURE,
+        ),
+    )
+    evaluations: list[Evaluation] = Field(
+        description="the evaluations to run.", min_length=1, max_length=32
+    )
+    gates: list[Gate] = Field(
+        default_factory=list,
+        description="conditions for the job to succeed; it fails with GatesFailed otherwise.",
+        max_length=64,
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="nodes and GPUs for the evaluation."
+    )
+    template: PodTemplate = Field(
+        default_factory=PodTemplate, description="image, placement and additions for the pods."
+    )
+    tracking: Tracking | None = Field(default=None, description="Weights & Biases tracking.")
+    output: VolumePath | None = Field(
+        default=None, description="where to write results.json; kept in status only when unset."
+    )
+
+
+class MetricResult(ApiModel):
+    """One metric of one evaluation."""
+
+    evaluation: str = Field(description="evaluation name.")
+    metric: str = Field(description="metric name, e.g. perplexity.")
+    value: float = Field(description="the model's value.")
+    baseline: float | None = Field(default=None, description="the baseline's value.")
+    examples: int | None = Field(default=None, description="examples evaluated.")
+
+
+class GateResult(ApiModel):
+    """Whether one gate passed."""
+
+    metric: str = Field(description="<evaluation>.<metric> the gate checks.")
+    passed: bool = Field(description="whether it held.")
+    message: str = Field(description="the values and the bound, in words.")
+
+
+class EvalJobStatus(JobStatus):
+    """Status of an EvalJob: the common status, plus results and gates."""
+
+    results: list[MetricResult] = Field(
+        default_factory=list, description="every metric of every evaluation."
+    )
+    gates: list[GateResult] = Field(default_factory=list, description="each gate's outcome.")
+    gates_passed: str | None = Field(
+        default=None, description="passed/total gates, for printer columns (e.g. '3/3')."
+    )
+
+
+class EvalJob(ApiModel):
+    """EvalJob evaluates a model (perplexity, multiple-choice, exact-match,
+    lm-evaluation-harness tasks), optionally against a baseline, and passes or fails on gates."""
+
+    model_config = ApiModel.model_config | {"frozen": False}
+
+    api_version: Literal["trainkube.io/v1alpha1"] = "trainkube.io/v1alpha1"
+    kind: Literal["EvalJob"] = "EvalJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: EvalJobSpec = Field(description="what the user asks for.")
+    status: EvalJobStatus = Field(
+        default_factory=EvalJobStatus,
+        description="what the operator observed; written by it only.",
+    )
+
+
+__all__ = ["EvalJob", "EvalJobSpec", "EvalJobStatus", "Evaluation", "Gate"]

@@ -1,0 +1,95 @@
+"""LLMTrainingJob: pre-training a causal language model, from scratch or continued."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
+from trainkube.api.common import (
+    Checkpoints,
+    Data,
+    FailurePolicy,
+    ModelSource,
+    Parallelism,
+    PodTemplate,
+    Resources,
+    Rollback,
+    RunControl,
+    Tracking,
+    Training,
+    VolumePath,
+)
+from trainkube.api.status import JobStatus
+
+MODEL_RULES = rules(
+    exactly_one_of("hub", "volume", "architecture", "fromJob", what="model"),
+    Rule(
+        rule="self == oldSelf",
+        message="model is immutable after creation: create a new job to train another model",
+    ),
+)
+
+
+class LLMTrainingJobSpec(RunControl):
+    """What to pre-train, on what data, how, and on what hardware."""
+
+    model: ModelSource = Field(
+        description="the model to train: an architecture to build from scratch, or a model "
+        "(hub, volume, or another job's output) to continue training.",
+        json_schema_extra=MODEL_RULES,
+    )
+    data: Data = Field(
+        description="the training text.",
+        json_schema_extra=rules(
+            Rule(
+                rule="self == oldSelf",
+                message="data is immutable after creation: checkpoints record a position in "
+                "this data; create a new job for other data",
+            )
+        ),
+    )
+    training: Training = Field(description="steps, batch size, learning rate and schedule.")
+    resources: Resources = Field(
+        default_factory=Resources, description="nodes, GPUs and the memory they declare."
+    )
+    parallelism: Parallelism = Field(
+        default_factory=Parallelism,
+        description="overrides for the ZeRO stage, offload, activation checkpointing and "
+        "micro-batch the planner would choose.",
+    )
+    checkpoints: Checkpoints = Field(
+        default_factory=Checkpoints, description="checkpoint interval, volume and retention."
+    )
+    failure_policy: FailurePolicy = Field(
+        default_factory=FailurePolicy, description="restarts after pod and node failures."
+    )
+    rollback: Rollback = Field(
+        default_factory=Rollback, description="rollbacks after divergence (loss spikes, NaN)."
+    )
+    template: PodTemplate = Field(
+        default_factory=PodTemplate, description="image, placement and additions for the pods."
+    )
+    tracking: Tracking | None = Field(default=None, description="Weights & Biases tracking.")
+    output: VolumePath | None = Field(
+        default=None,
+        description="where the final model is saved (save_pretrained); the checkpoint volume's "
+        "'final' folder when unset.",
+    )
+
+
+class LLMTrainingJob(ApiModel):
+    """LLMTrainingJob pre-trains a causal language model on multi-node DeepSpeed, picking the
+    ZeRO stage and offload from the GPU memory it declares, with checkpoints, restarts and
+    rollbacks from loss spikes."""
+
+    model_config = ApiModel.model_config | {"frozen": False}
+
+    api_version: Literal["trainkube.io/v1alpha1"] = "trainkube.io/v1alpha1"
+    kind: Literal["LLMTrainingJob"] = "LLMTrainingJob"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: LLMTrainingJobSpec = Field(description="what the user asks for.")
+    status: JobStatus = Field(
+        default_factory=JobStatus, description="what the operator observed; written by it only."
+    )

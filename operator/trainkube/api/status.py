@@ -1,0 +1,197 @@
+"""Status of every kind: conditions in the metav1 shape, the plan, attempts, progress,
+checkpoints, rollbacks and outputs. Only the operator writes status; it never writes spec.
+
+Condition types and reasons are named constants here, beside the types, so the operator and the
+tests use the same words a user reads in `kubectl describe`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from trainkube.api.base import ApiModel
+
+
+class ConditionType(StrEnum):
+    PLANNED = "Planned"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    ROLLING_BACK = "RollingBack"
+    INVALID = "Invalid"
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons on conditions and Events (CamelCase, as Kubernetes uses)."""
+
+    PLAN_FITS = "PlanFits"
+    DOES_NOT_FIT = "DoesNotFit"
+    WAITING_FOR_INPUT = "WaitingForInput"
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    WORKERS_STARTING = "WorkersStarting"
+    WORKERS_RUNNING = "WorkersRunning"
+    COMPLETED = "Completed"
+    GATES_FAILED = "GatesFailed"
+    WORKER_FAILED = "WorkerFailed"
+    OUT_OF_MEMORY = "OutOfMemory"
+    DIVERGED = "Diverged"
+    RESTARTS_EXHAUSTED = "RestartsExhausted"
+    ROLLBACKS_EXHAUSTED = "RollbacksExhausted"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+
+
+class Phase(StrEnum):
+    """A one-word summary for printer columns only; conditions are the source of truth."""
+
+    PENDING = "Pending"
+    PLANNED = "Planned"
+    RUNNING = "Running"
+    ROLLING_BACK = "RollingBack"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Condition(ApiModel):
+    """A condition in the shape of metav1.Condition."""
+
+    type: str = Field(description="type of the condition, e.g. Running.", max_length=316)
+    status: str = Field(description="True, False or Unknown.", pattern=r"^(True|False|Unknown)$")
+    reason: str = Field(
+        description="one CamelCase word for programs, e.g. OutOfMemory.", max_length=1024
+    )
+    message: str = Field(default="", description="what happened, for people.", max_length=32768)
+    last_transition_time: str = Field(
+        description="when the status last changed (RFC 3339).", max_length=64
+    )
+    observed_generation: int | None = Field(
+        default=None, description="the spec generation the condition was set for.", ge=0
+    )
+
+
+class MemoryBreakdown(ApiModel):
+    """Estimated memory, in bytes."""
+
+    parameters: int = Field(default=0, description="model parameters.", ge=0)
+    gradients: int = Field(default=0, description="gradients.", ge=0)
+    optimizer_states: int = Field(default=0, description="optimizer states.", ge=0)
+    activations: int = Field(default=0, description="activations of one micro-batch.", ge=0)
+    overhead: int = Field(
+        default=0, description="buffers, fragmentation and the safety margin.", ge=0
+    )
+    total: int = Field(default=0, description="the sum.", ge=0)
+
+
+class PlanStatus(ApiModel):
+    """The plan the current attempt runs with."""
+
+    zero_stage: int = Field(description="ZeRO stage 0-3.", ge=0, le=3)
+    offload_optimizer: str = Field(description="none, cpu or nvme.")
+    offload_parameters: str = Field(description="none, cpu or nvme.")
+    activation_checkpointing: bool = Field(description="whether activations are recomputed.")
+    micro_batch_size: int = Field(description="sequences per GPU per forward pass.", ge=1)
+    gradient_accumulation_steps: int = Field(description="micro-batches per step.", ge=1)
+    data_parallel_size: int = Field(description="GPUs (or CPU ranks) in total.", ge=1)
+    parameters: int = Field(description="parameter count of the model.", ge=0)
+    trainable_parameters: int = Field(description="parameters that are trained.", ge=0)
+    gpu_memory_per_gpu: MemoryBreakdown = Field(description="estimated memory on each GPU.")
+    cpu_memory_per_node: int = Field(description="estimated host memory per node, bytes.", ge=0)
+    reason: str = Field(description="why this plan, in one sentence.", max_length=4096)
+
+
+class Attempt(ApiModel):
+    """One run of the whole gang of workers."""
+
+    number: int = Field(description="1 for the first attempt.", ge=1)
+    start_time: str | None = Field(default=None, description="when it started (RFC 3339).")
+    end_time: str | None = Field(default=None, description="when it ended (RFC 3339).")
+    reason: str | None = Field(
+        default=None, description="why it ended (a Reason), or unset while it runs."
+    )
+    message: str | None = Field(default=None, description="details of how it ended.")
+    resumed_from_step: int | None = Field(
+        default=None, description="checkpoint step it started from; unset for a fresh start."
+    )
+    learning_rate: float | None = Field(default=None, description="peak learning rate it used.")
+    zero_stage: int | None = Field(default=None, description="ZeRO stage of its plan.")
+
+
+class Progress(ApiModel):
+    """How far the current attempt has come, as the trainer last reported it."""
+
+    step: int = Field(default=0, description="optimizer steps done.", ge=0)
+    total_steps: int | None = Field(default=None, description="steps in the whole run.", ge=0)
+    steps: str | None = Field(
+        default=None, description="step/total, for printer columns (e.g. '1200/5000')."
+    )
+    loss: str | None = Field(default=None, description="latest training loss, for display.")
+    validation_loss: str | None = Field(default=None, description="latest validation loss.")
+    learning_rate: float | None = Field(default=None, description="current learning rate.")
+    tokens_per_second: float | None = Field(default=None, description="throughput of the gang.")
+    eta: str | None = Field(default=None, description="estimated time to finish (RFC 3339).")
+    updated: str | None = Field(default=None, description="when this was reported (RFC 3339).")
+
+
+class CheckpointRecord(ApiModel):
+    """A checkpoint the trainer published."""
+
+    step: int = Field(description="step it was taken at.", ge=0)
+    loss: str | None = Field(default=None, description="training loss at that step.")
+    time: str | None = Field(default=None, description="when it was published (RFC 3339).")
+    size_bytes: int | None = Field(default=None, description="size on the volume.", ge=0)
+    path: str | None = Field(default=None, description="folder on the checkpoint volume.")
+    valid: bool = Field(default=True, description="false when its checksums did not verify.")
+
+
+class RollbackRecord(ApiModel):
+    """One rollback after divergence."""
+
+    detected_at_step: int = Field(description="step the divergence was detected at.", ge=0)
+    loss: str | None = Field(default=None, description="the loss that triggered it.")
+    rule: str = Field(description="which rule fired, e.g. 'nan' or 'spike: loss > mean + 6 sigma'.")
+    from_checkpoint_step: int = Field(description="checkpoint step training restarted from.")
+    learning_rate: float = Field(description="the new peak learning rate.")
+    skipped_batches: int = Field(default=0, description="data batches skipped.", ge=0)
+    time: str = Field(description="when it happened (RFC 3339).")
+
+
+class Output(ApiModel):
+    """Where the job's result went."""
+
+    model_path: str | None = Field(
+        default=None, description="the trained (or merged) model, as claim:path."
+    )
+    adapter_path: str | None = Field(default=None, description="the LoRA adapter, as claim:path.")
+    results_path: str | None = Field(default=None, description="evaluation results JSON.")
+
+
+class JobStatus(ApiModel):
+    """What the operator knows about the job."""
+
+    observed_generation: int | None = Field(
+        default=None, description="the spec generation this status describes."
+    )
+    phase: Phase | None = Field(default=None, description="one-word summary for printing.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="the job's conditions, one per type.", max_length=32
+    )
+    plan: PlanStatus | None = Field(default=None, description="the current plan.")
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="every attempt, oldest first.", max_length=10_000
+    )
+    progress: Progress | None = Field(default=None, description="progress of the run.")
+    checkpoints: list[CheckpointRecord] = Field(
+        default_factory=list, description="checkpoints kept on the volume, oldest first."
+    )
+    rollbacks: list[RollbackRecord] = Field(
+        default_factory=list, description="rollbacks so far, oldest first."
+    )
+    output: Output | None = Field(default=None, description="where the result went.")
+    start_time: str | None = Field(default=None, description="first start (RFC 3339).")
+    completion_time: str | None = Field(default=None, description="end (RFC 3339).")
