@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 TORCH := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup bins up down lint unit
+.PHONY: demo test setup bins up down lint unit crds
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ down: setup
 
 demo: setup bins
 	$(PY) -m tests.localcluster demo
+
+# Regenerate crds/ from the API models (a unit test fails when they drift).
+crds: setup
+	$(VENV)/bin/trainkube crds --output-dir crds
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,8 @@ build_module() { # name, output names... ; uses ldflags from $ldflags
   local dir="$here/go/$name" stamp out
   stamp="$(stamp_of "$dir")"
   out="$cache/bin/$name-$stamp"
+  # Binaries of an older pin are no longer referenced: drop them.
+  find "$cache/bin" -maxdepth 1 -name "$name-*" ! -path "$out" -exec rm -rf {} + 2>/dev/null || true
   if [[ -f "$out/.complete" ]]; then echo "$out"; return; fi
   rm -rf "$out" && mkdir -p "$out"
   local pkg start=$SECONDS
@@ -30,8 +32,6 @@ build_module() { # name, output names... ; uses ldflags from $ldflags
   done
   echo "built $name in $((SECONDS - start)) s" >&2
   touch "$out/.complete"
-  # Binaries of an older pin are no longer referenced: drop them.
-  find "$cache/bin" -maxdepth 1 -name "$name-*" ! -path "$out" -exec rm -rf {} +
   echo "$out"
 }
 

@@ -1,9 +1,11 @@
 """`make demo`: bring the local cluster up, install trainkube's CRDs, and show it working.
 
-Until the operator and the trainer land, "working" means what the foundation provides: the
-real scheduler places a 2-node, 16-GPU indexed Job (the shape trainkube gives a multi-node
-DeepSpeed attempt) onto the fake GPU nodes, and the Job controller completes it when its pods
-end. Each step prints what it does; the cluster stays up for `kubectl` afterwards.
+Until the operator and the trainer land, "working" means what the foundation and the API
+provide: the CRDs installed, the example jobs accepted and listed by `kubectl get trainkube`
+(with no status yet: no operator runs), a bad manifest refused with the field named, and the
+real scheduler placing a 2-node, 16-GPU indexed Job (the shape trainkube gives a multi-node
+DeepSpeed attempt) onto the fake GPU nodes. Each step prints what it does; the cluster stays up
+for `kubectl` afterwards.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from tests.localcluster import nodes
-from tests.localcluster.cluster import REPO_ROOT, LocalCluster
+from tests.localcluster.cluster import REPO_ROOT, ClusterError, LocalCluster
 
 NAMESPACE = "trainkube-demo"
 JOB = "demo-gang"
@@ -67,16 +69,32 @@ def run(cluster: LocalCluster) -> None:
     crds = sorted(Path(REPO_ROOT / "crds").glob("*.yaml"))
     _step(f"installing trainkube CRDs ({len(crds)} in crds/)")
     for crd in crds:
-        print(cluster.kubectl("apply", "--server-side", "-f", str(crd)).strip())
-    if not crds:
-        print("none generated yet")
+        print(
+            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd)).strip()
+        )
+        name = yaml.safe_load(crd.read_text())["metadata"]["name"]
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+
+    _step("applying the example jobs (no operator runs yet, so they stay without status)")
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    for example in sorted(Path(REPO_ROOT / "examples").glob("0[1-3]-*.yaml")):
+        print(cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(example)).strip())
+    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
+
+    _step("a bad manifest is refused at apply time, with the field named")
+    bad = yaml.safe_load((REPO_ROOT / "examples" / "01-tiny-pretrain-cpu.yaml").read_text())
+    bad["metadata"]["name"] = "bad-stage"
+    bad["spec"]["parallelism"] = {"zeroStage": 4}
+    try:
+        cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=yaml.safe_dump(bad))
+    except ClusterError as refused:
+        print(str(refused).split("failed: ", 1)[-1])
 
     _step("GPU nodes (fake, played by KWOK) as the scheduler sees them")
     print(cluster.kubectl("get", "nodes", "-o", f"custom-columns={NODE_COLUMNS}"))
 
     _step("a 2-worker x 8-GPU indexed Job, placed by the real scheduler")
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
-    cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl(
         "wait", "--for=create", "serviceaccount/default", "-n", NAMESPACE, "--timeout=30s"
     )

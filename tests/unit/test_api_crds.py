@@ -51,11 +51,11 @@ def test_schema_is_structural(kind: Kind) -> None:
             assert isinstance(node.get(bound, True), bool), path
 
 
-def test_field_description_wins_over_the_referenced_models_docstring() -> None:
+def test_field_description_comes_first_then_the_referenced_models_docstring() -> None:
     spec = crd.openapi_schema(BY_KIND["LLMTrainingJob"])["properties"]["spec"]
-    assert spec["properties"]["resources"]["description"].startswith(
-        "nodes, GPUs and the memory they declare"
-    )
+    description = spec["properties"]["resources"]["description"]
+    assert description.startswith("nodes, GPUs and the memory they declare. ")
+    assert "The hardware the job runs on." in description
 
 
 def test_field_rules_are_added_to_the_models_own_rules() -> None:

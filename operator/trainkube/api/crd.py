@@ -3,17 +3,17 @@
 pydantic writes JSON Schema; Kubernetes wants a *structural* OpenAPI v3 schema. This module
 turns one into the other:
 
-- `$ref`s are inlined, keeping the field's own description (what `kubectl explain` shows for
-  the field) over the referenced model's docstring, and adding the field's CEL rules to the
-  model's;
+- `$ref`s are inlined: the field's own description (what the field is for) comes first, the
+  referenced model's docstring (how it works) after it, and the field's CEL rules are added to
+  the model's;
 - `X | None` becomes plain `X`: an absent field is how a manifest leaves a setting unset;
 - `exclusiveMinimum: n` becomes `minimum: n, exclusiveMinimum: true` (OpenAPI 3.0);
 - titles, `examples`, `additionalProperties: false` and non-scalar defaults are dropped; scalar
   defaults stay, so `kubectl get -o yaml` shows the value in effect.
 
-(`kube-custom-resource` on PyPI does the ref resolution too, but replaces each field's
-description with its model's docstring and emits numeric exclusive bounds, which the apiserver
-refuses; it has no notion of CEL rules either.)
+(`kube-custom-resource` on PyPI does the ref resolution too, but drops each field's own
+description in favour of its model's docstring and emits numeric exclusive bounds, which the
+apiserver refuses; it has no notion of CEL rules either.)
 """
 
 from __future__ import annotations
@@ -46,37 +46,44 @@ class _PydanticToOpenApi(GenerateJsonSchema):
 
 def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in node or ("allOf" in node and len(node["allOf"]) == 1):
-        target = node["$ref"] if "$ref" in node else node["allOf"][0]["$ref"]
-        resolved = _structural(defs[target.rsplit("/", 1)[-1]], defs)
-        own = _structural({k: v for k, v in node.items() if k not in ("$ref", "allOf")}, defs)
-        merged_rules = resolved.get(RULES, []) + own.get(RULES, [])
-        resolved.update(own)
-        if merged_rules:
-            resolved[RULES] = merged_rules
-        return resolved
-
+        return _inline_ref(node, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in DROPPED:
-            continue
-        if key == "additionalProperties" and value is False:
+        if key in DROPPED or (key == "additionalProperties" and value is False):
             continue
         if key == "default" and not isinstance(value, SCALARS):
             continue
-        if key == "description":
-            out[key] = " ".join(value.split())  # docstrings wrap; explain re-wraps anyway
-        elif key == "const":
-            out["enum"] = [value]
-        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
-            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
-            out[key] = True
-        elif key == "properties":
-            out[key] = {name: _structural(prop, defs) for name, prop in value.items()}
-        elif key in ("items", "additionalProperties") and isinstance(value, dict):
-            out[key] = _structural(value, defs)
-        else:
-            out[key] = value
+        out.update(_convert(key, value, defs))
     return out
+
+
+def _inline_ref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    target = node["$ref"] if "$ref" in node else node["allOf"][0]["$ref"]
+    resolved = _structural(defs[target.rsplit("/", 1)[-1]], defs)
+    own = _structural({k: v for k, v in node.items() if k not in ("$ref", "allOf")}, defs)
+    merged_rules = resolved.get(RULES, []) + own.get(RULES, [])
+    if "description" in own and "description" in resolved:
+        # The field says what it is for; the model's docstring says how it works.
+        own["description"] = f"{own['description']} {resolved['description']}"
+    resolved.update(own)
+    if merged_rules:
+        resolved[RULES] = merged_rules
+    return resolved
+
+
+def _convert(key: str, value: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    """One key of a JSON-schema node as OpenAPI 3.0 for Kubernetes (maybe several keys)."""
+    if key == "description":
+        return {key: " ".join(value.split())}  # docstrings wrap; kubectl explain re-wraps
+    if key == "const":
+        return {"enum": [value]}
+    if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+        return {"minimum" if key == "exclusiveMinimum" else "maximum": value, key: True}
+    if key == "properties":
+        return {key: {name: _structural(prop, defs) for name, prop in value.items()}}
+    if key in ("items", "additionalProperties") and isinstance(value, dict):
+        return {key: _structural(value, defs)}
+    return {key: value}
 
 
 def openapi_schema(kind: Kind) -> dict[str, Any]:
