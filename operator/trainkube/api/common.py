@@ -9,7 +9,7 @@ failures and loss spikes, and how the worker pods look. Descriptions are written
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -170,6 +170,7 @@ class Architecture(ApiModel):
 
 
 MODEL_SOURCE_FIELDS = ("hub", "volume", "architecture", "fromJob")
+LoadDtype = Literal["auto", "bf16", "fp16", "fp32"]
 
 
 class ModelSource(ApiModel):
@@ -188,6 +189,11 @@ class ModelSource(ApiModel):
     from_job: JobOutputRef | None = Field(
         default=None,
         description="the model or adapter another trainkube job wrote.",
+    )
+    dtype: LoadDtype = Field(
+        default="auto",
+        description="dtype the weights are loaded in: auto (as saved, or the training "
+        "precision), bf16, fp16 or fp32.",
     )
     tokenizer: HubModel | None = Field(
         default=None,

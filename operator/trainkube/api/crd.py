@@ -130,11 +130,20 @@ def crd_manifest(kind: Kind) -> dict[str, Any]:
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases: each CRD reads top to bottom."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def render_crds() -> dict[str, str]:
     """File name → YAML text of every CRD, exactly as `write_crds` writes them."""
     return {
         f"{kind.crd_name}.yaml": HEADER
-        + yaml.safe_dump(crd_manifest(kind), sort_keys=False, width=100, allow_unicode=True)
+        + yaml.dump(
+            crd_manifest(kind), Dumper=_PlainDumper, sort_keys=False, width=100, allow_unicode=True
+        )
         for kind in KINDS
     }
 
