@@ -23,8 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument(
         "--check", action="store_true", help="write nothing; fail if the files are stale"
     )
+    plan = sub.add_parser("plan", help="print the ZeRO/offload plan of job manifests, and why")
+    plan.add_argument(
+        "-f",
+        "--filename",
+        type=Path,
+        action="append",
+        required=True,
+        help="a manifest or a folder of them; repeat to resolve fromJob references",
+    )
+    plan.add_argument("--deepspeed", action="store_true", help="also print the DeepSpeed config")
     args = parser.parse_args(argv)
 
+    if args.command == "plan":
+        return _plan(args.filename, deepspeed=args.deepspeed)
     if args.command == "crds":
         return _crds(args.output_dir, check=args.check)
 
@@ -44,6 +56,19 @@ def _crds(directory: Path, *, check: bool) -> int:
     for path in crd.write_crds(directory):
         print(f"wrote {path}")
     return 0
+
+
+def _plan(paths: list[Path], *, deepspeed: bool) -> int:
+    from trainkube.planner.plan import PlanError  # noqa: PLC0415
+    from trainkube.planner.report import report  # noqa: PLC0415
+
+    try:
+        text, ok = report(paths, deepspeed=deepspeed)
+    except (PlanError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

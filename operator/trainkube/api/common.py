@@ -177,6 +177,17 @@ class ModelSource(ApiModel):
     """Where a model comes from: exactly one of hub, volume, architecture (LLMTrainingJob only)
     or fromJob (FineTuneJob and EvalJob)."""
 
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            Rule(
+                rule="!(has(self.architecture) && has(self.shape))",
+                message="shape describes a hub or volume model for the planner; a model built "
+                "from architecture already has its shape: remove shape",
+                field_path=".shape",
+            ),
+        )
+    }
+
     hub: HubModel | None = Field(default=None, description="a model on the Hugging Face Hub.")
     volume: VolumePath | None = Field(
         default=None,
@@ -189,6 +200,13 @@ class ModelSource(ApiModel):
     from_job: JobOutputRef | None = Field(
         default=None,
         description="the model or adapter another trainkube job wrote.",
+    )
+    shape: Architecture | None = Field(
+        default=None,
+        description="the shape of a hub or volume model (its config.json: layers, hiddenSize, "
+        "heads, vocabSize...), for the planner, which chooses the ZeRO stage and offload before "
+        "any pod can read the model. Not needed with architecture, nor with fromJob when the "
+        "referenced job knows it.",
     )
     dtype: LoadDtype = Field(
         default="auto",
