@@ -38,3 +38,37 @@ def test_trainer_package_does_not_pull_in_kopf() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_plan_command_plans_every_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "-f", str(EXAMPLES)]) == 0
+    out = capsys.readouterr().out
+    for name in ("tiny-pretrain", "tiny-lora", "tiny-ab", "llama-7b"):
+        assert f" {name}:" in out
+    assert out.count("  plan:     ZeRO stage") == 3  # the three training jobs
+    assert "  why:      ZeRO-2 is what spec.parallelism asks for, and fits" in out
+
+
+def test_plan_command_resolves_from_job_only_with_the_referenced_manifest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["plan", "-f", str(EXAMPLES / "02-lora-finetune.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "refused:  spec.baseModel.fromJob: LLMTrainingJob 'tiny-pretrain' was not found" in out
+    assert (
+        cli.main(
+            [
+                "plan",
+                "-f",
+                str(EXAMPLES / "01-tiny-pretrain-cpu.yaml"),
+                "-f",
+                str(EXAMPLES / "02-lora-finetune.yaml"),
+                "--deepspeed",
+            ]
+        )
+        == 0
+    )
+    assert '"stage": 0' in capsys.readouterr().out
