@@ -588,11 +588,18 @@ class FailurePolicy(ApiModel):
 
 class SpikeRule(ApiModel):
     """A loss spike: the loss above mean + threshold x standard deviation of the last `window`
-    steps, for `patience` consecutive steps. NaN or Inf always counts."""
+    steps (or above ratio x the mean, when ratio is set), for `patience` consecutive steps.
+    NaN or Inf always counts."""
 
     window: int = Field(default=100, description="steps in the moving window.", ge=5, le=100_000)
     threshold: float = Field(
         default=6.0, description="how many standard deviations above the mean.", gt=0, le=1000
+    )
+    ratio: float | None = Field(
+        default=None,
+        description="also count a step whose loss is above ratio x the window's mean (e.g. 1.5).",
+        gt=1,
+        le=1000,
     )
     patience: int = Field(
         default=3, description="consecutive spiking steps before it counts.", ge=1, le=10_000

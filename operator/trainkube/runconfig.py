@@ -1,0 +1,188 @@
+"""The run config: the one contract between the operator and the trainer.
+
+The operator writes it (a JSON file in the job's ConfigMap, mounted into every worker); the
+trainer reads it and nothing else, so it can be run by hand from such a file. Everything in it
+is resolved for the pod: volume claims are mount paths, Secrets are file paths, the plan is a
+complete DeepSpeed config. It is versioned; the trainer refuses a version it does not know.
+This module imports only pydantic and the API models: both images have it.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trainkube.api.base import ApiModel
+from trainkube.api.common import (
+    Architecture,
+    BuiltinCorpus,
+    FileFormat,
+    HubDataset,
+    HubModel,
+    SpikeRule,
+    Training,
+    WandbMode,
+)
+from trainkube.api.evaljob import ExactMatch, Gate, Harness, MultipleChoice, Perplexity
+from trainkube.api.finetunejob import Lora
+
+VERSION = 1
+
+
+class Task(StrEnum):
+    PRETRAIN = "pretrain"
+    FINETUNE = "finetune"
+    EVAL = "eval"
+
+
+class ModelRef(ApiModel):
+    """A model as the pod sees it: exactly one of hub, path or architecture."""
+
+    hub: HubModel | None = None
+    path: str | None = Field(default=None, description="a save_pretrained folder in the pod.")
+    architecture: Architecture | None = None
+    tokenizer_hub: HubModel | None = None
+    tokenizer_path: str | None = None
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    token_file: str | None = Field(default=None, description="file holding a hub token.")
+    adapter_path: str | None = Field(
+        default=None, description="a LoRA adapter folder to apply on top of the model."
+    )
+
+
+class Files(ApiModel):
+    path: str
+    format: FileFormat
+
+
+class DataRef(ApiModel):
+    """Data as the pod sees it: exactly one of hub, files or builtin."""
+
+    hub: HubDataset | None = None
+    files: Files | None = None
+    builtin: BuiltinCorpus | None = None
+    text_field: str = "text"
+    prompt_field: str | None = None
+    response_field: str | None = None
+    sequence_length: int = 2048
+    validation_fraction: float = 0.01
+
+
+class Plan(ApiModel):
+    """What the planner decided, and the DeepSpeed config that carries it out."""
+
+    deepspeed: dict[str, Any]
+    activation_checkpointing: bool = False
+    zero_stage: int = 0
+
+
+class CheckpointPolicy(ApiModel):
+    directory: str
+    interval: int = 500
+    keep_last: int = 3
+    keep_every: int = 0
+    resume: bool = Field(default=True, description="resume from the newest valid checkpoint.")
+    resume_step: int | None = Field(
+        default=None, description="resume from this step's checkpoint (a rollback) instead."
+    )
+
+
+class Recovery(ApiModel):
+    """What this attempt changes because of earlier ones (restarts and rollbacks)."""
+
+    lr_factor: float = Field(default=1.0, description="multiply the learning rate by this.")
+    skip_batches: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="[start, end) ranges of data batch indexes never trained on.",
+    )
+
+
+class Fault(ApiModel):
+    """Deliberate faults, for tests and demos: a loss spike at one step."""
+
+    spike_at_step: int | None = None
+    spike_factor: float = 100.0
+    nan_at_step: int | None = None
+    # Only in the attempt that has not yet rolled back (the fault then "passes").
+    only_first_attempt: bool = True
+
+
+class Tracking(ApiModel):
+    project: str
+    entity: str | None = None
+    mode: WandbMode = WandbMode.OFFLINE
+    api_key_file: str | None = None
+    run_id: str | None = None
+    directory: str | None = None
+
+
+class Reporting(ApiModel):
+    """Where rank 0 reports progress."""
+
+    directory: str = Field(description="progress.json and result.json are written here.")
+    min_interval_seconds: float = 5.0
+
+
+class EvalTask(ApiModel):
+    name: str
+    perplexity: Perplexity | None = None
+    multiple_choice: MultipleChoice | None = None
+    exact_match: ExactMatch | None = None
+    harness: Harness | None = None
+    max_examples: int | None = None
+
+
+class Evaluation(ApiModel):
+    evaluations: list[EvalTask]
+    gates: list[Gate] = Field(default_factory=list)
+    baseline: ModelRef | None = None
+    data_root: str | None = Field(
+        default=None, description="where files of evaluations are mounted (claim paths resolved)."
+    )
+
+
+class Output(ApiModel):
+    directory: str
+    merge: bool = False
+
+
+class RunConfig(ApiModel):
+    """Everything one worker needs to run one attempt."""
+
+    version: int = VERSION
+    task: Task
+    job: str = Field(description="namespace/name of the job, for logs and tracking.")
+    attempt: int = 1
+    seed: int = 1234
+    model: ModelRef
+    data: DataRef | None = None
+    training: Training | None = None
+    method: Literal["full", "lora"] = "full"
+    lora: Lora | None = None
+    plan: Plan | None = None
+    checkpoints: CheckpointPolicy | None = None
+    divergence: SpikeRule | None = None
+    recovery: Recovery = Field(default_factory=Recovery)
+    fault: Fault | None = None
+    evaluation: Evaluation | None = None
+    output: Output | None = None
+    tracking: Tracking | None = None
+    reporting: Reporting
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        raw = json.loads(path.read_text())
+        if raw.get("version", VERSION) != VERSION:
+            raise ValueError(
+                f"{path}: run config version {raw.get('version')} is not supported by this "
+                f"trainer (it reads version {VERSION}); use a trainer image of the same "
+                "release as the operator"
+            )
+        return cls.model_validate(raw)
+
+    def dump(self) -> str:
+        return json.dumps(self.to_wire(), indent=2, sort_keys=True)

@@ -1,0 +1,74 @@
+"""`python -m trainkube_trainer --config run.json`: one attempt of one job on this worker.
+
+Exit codes (see `exitcodes.ExitCode`) tell the operator what happened; rank 0 also leaves
+`result.json` in the reporting folder with the outcome and the last progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from trainkube.runconfig import RunConfig, Task
+from trainkube_trainer.exitcodes import Diverged, ExitCode
+from trainkube_trainer.reporting import Reporter, log
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch  # noqa: PLC0415
+
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainkube_trainer", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="the run config (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        config = RunConfig.load(args.config)
+    except (OSError, ValueError, ValidationError) as error:
+        log("invalid-config", error=str(error))
+        return ExitCode.INVALID_CONFIG
+
+    from trainkube_trainer import distributed  # noqa: PLC0415
+
+    env = distributed.start()
+    reporter = Reporter(
+        Path(config.reporting.directory),
+        enabled=env.is_main,
+        min_interval=config.reporting.min_interval_seconds,
+    )
+    log("start", job=config.job, attempt=config.attempt, task=config.task, rank=env.rank,
+        world_size=env.world_size, device="cpu" if env.on_cpu else "cuda")
+    try:
+        if config.task is Task.EVAL:
+            from trainkube_trainer import evaluate  # noqa: PLC0415
+
+            code = evaluate.run(config, env, reporter)
+        else:
+            from trainkube_trainer import train  # noqa: PLC0415
+
+            code = train.run(config, env, reporter)
+    except Diverged as diverged:
+        reporter.result(
+            outcome="diverged",
+            exit_code=ExitCode.DIVERGED,
+            divergence={"step": diverged.step, "loss": diverged.loss, "rule": diverged.rule},
+        )
+        return ExitCode.DIVERGED
+    except Exception as error:
+        if _is_out_of_memory(error):
+            reporter.result(outcome="outOfMemory", exit_code=ExitCode.OUT_OF_MEMORY, error=str(error))
+            return ExitCode.OUT_OF_MEMORY
+        reporter.result(outcome="failed", exit_code=ExitCode.FAILED, error=f"{type(error).__name__}: {error}")
+        raise
+    outcome = {ExitCode.SUCCESS: "succeeded", ExitCode.GATES_FAILED: "gatesFailed"}[code]
+    reporter.result(outcome=outcome, exit_code=code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

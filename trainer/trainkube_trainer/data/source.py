@@ -1,0 +1,55 @@
+"""Records (dicts) from the data a run config names: a built-in corpus, files, or a hub dataset.
+
+Files are read with the `datasets` library's json/text/parquet builders, the same code path as
+hub datasets, so a folder of shards and a single file behave alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainkube.api.common import FileFormat
+from trainkube.runconfig import DataRef
+from trainkube_trainer.data.corpus import BUILTIN
+
+SUFFIXES = {FileFormat.JSONL: (".jsonl", ".json"), FileFormat.TEXT: (".txt",), FileFormat.PARQUET: (".parquet",)}
+BUILDERS = {FileFormat.JSONL: "json", FileFormat.TEXT: "text", FileFormat.PARQUET: "parquet"}
+
+
+class DataError(ValueError):
+    """The data cannot be read; the message names what and where."""
+
+
+def _files(path: Path, fmt: FileFormat) -> list[str]:
+    if path.is_file():
+        return [str(path)]
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*") if p.suffix in SUFFIXES[fmt])
+        if found:
+            return found
+        raise DataError(f"no {fmt} files ({', '.join(SUFFIXES[fmt])}) under {path}")
+    raise DataError(f"data path {path} does not exist in the pod (is the volume mounted?)")
+
+
+def load_records(data: DataRef, *, token: str | None = None) -> list[dict[str, Any]]:
+    """All records of the data source, in their stored order."""
+    if data.builtin is not None:
+        return BUILTIN[data.builtin.value]()
+    import datasets  # noqa: PLC0415 - only file and hub data need it
+
+    if data.files is not None:
+        fmt = data.files.format
+        files = _files(Path(data.files.path), fmt)
+        loaded = datasets.load_dataset(BUILDERS[fmt], data_files=files, split="train")
+    elif data.hub is not None:
+        loaded = datasets.load_dataset(
+            data.hub.id,
+            data.hub.config,
+            split=data.hub.split,
+            revision=data.hub.revision,
+            token=token,
+        )
+    else:
+        raise DataError("the run config names no data source (hub, files or builtin)")
+    return [dict(row) for row in loaded]

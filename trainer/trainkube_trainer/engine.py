@@ -1,0 +1,107 @@
+"""The DeepSpeed engine of one attempt: the plan's config adjusted for this attempt and
+machine, the model (built partitioned under ZeRO-3), LoRA, and `deepspeed.initialize`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainkube.api.common import Precision
+from trainkube.runconfig import RunConfig
+from trainkube_trainer.distributed import DistEnv
+from trainkube_trainer.models import apply_lora, load_model, load_tokenizer
+
+
+@dataclass
+class Built:
+    engine: Any
+    scheduler: Any
+    tokenizer: Any
+    model: Any  # the module inside the engine (a peft model for LoRA)
+    dtype: torch.dtype
+    ds_config: dict[str, Any]
+    hf_ds_config: Any  # keeps transformers' ZeRO-3 hooks alive
+
+
+def training_dtype(config: RunConfig, env: DistEnv) -> torch.dtype:
+    if env.on_cpu or config.training is None:
+        return torch.float32  # fp16 is refused and bf16 is ~10x slower on the CPU
+    return {
+        Precision.BF16: torch.bfloat16,
+        Precision.FP16: torch.float16,
+        Precision.FP32: torch.float32,
+    }[config.training.precision]
+
+
+def deepspeed_config(
+    config: RunConfig, env: DistEnv, *, total_steps: int, universal: bool
+) -> dict[str, Any]:
+    """The plan's DeepSpeed config for this attempt on this machine."""
+    assert config.plan is not None
+    ds = copy.deepcopy(config.plan.deepspeed)
+    factor = config.recovery.lr_factor
+    if "optimizer" in ds:
+        ds["optimizer"]["params"]["lr"] *= factor
+    scheduler = ds.get("scheduler", {}).get("params", {})
+    for key in ("warmup_max_lr",):
+        if key in scheduler:
+            scheduler[key] *= factor
+    if "total_num_steps" in scheduler:
+        scheduler["total_num_steps"] = total_steps
+    if env.on_cpu:
+        # The CPU trains in fp32 with a torch AdamW built by the trainer: DeepSpeed's fused and
+        # CPU Adam would be compiled at first use (minutes on a small machine).
+        ds.pop("bf16", None)
+        ds.pop("fp16", None)
+        ds["zero_force_ds_cpu_optimizer"] = False
+        for offload in ("offload_optimizer", "offload_param"):
+            if offload in ds.get("zero_optimization", {}):
+                ds["zero_optimization"][offload]["pin_memory"] = False
+    if universal:
+        ds["checkpoint"] = {"load_universal": True}
+    return ds
+
+
+def build(config: RunConfig, env: DistEnv, *, total_steps: int, universal: bool) -> Built:
+    import deepspeed  # noqa: PLC0415
+    from transformers.integrations import HfDeepSpeedConfig  # noqa: PLC0415
+
+    ds = deepspeed_config(config, env, total_steps=total_steps, universal=universal)
+    dtype = training_dtype(config, env)
+    tokenizer = load_tokenizer(config.model)
+    # Under ZeRO-3 the model must be created partitioned; HfDeepSpeedConfig tells transformers.
+    hf_ds = HfDeepSpeedConfig(ds) if ds.get("zero_optimization", {}).get("stage") == 3 else None
+    model = load_model(config.model, tokenizer=tokenizer, dtype=dtype)
+    if config.plan and config.plan.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if config.method == "lora":
+        lora = config.lora
+        assert lora is not None
+        if config.plan and config.plan.activation_checkpointing:
+            model.enable_input_require_grads()
+        model = apply_lora(
+            model,
+            rank=lora.rank,
+            alpha=lora.alpha,
+            dropout=lora.dropout,
+            targets=lora.target_modules,
+        )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = None
+    if "optimizer" in ds and env.on_cpu:
+        params = ds.pop("optimizer")["params"]
+        optimizer = torch.optim.AdamW(
+            trainable,
+            lr=params["lr"],
+            betas=tuple(params["betas"]),
+            eps=params["eps"],
+            weight_decay=params["weight_decay"],
+        )
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, model_parameters=trainable, config=ds
+    )
+    return Built(engine, scheduler, tokenizer, model, dtype, ds, hf_ds)
