@@ -31,6 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.unit)
         elif relative.parts[0] == "cluster":
             item.add_marker(pytest.mark.cluster)
+        elif relative.parts[0] == "trainer":
+            item.add_marker(pytest.mark.trainer)
 
 
 @pytest.fixture(scope="session")

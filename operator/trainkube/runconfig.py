@@ -102,9 +102,11 @@ class Recovery(ApiModel):
 
 
 class Fault(ApiModel):
-    """Deliberate faults, for tests and demos: a loss spike at one step."""
+    """Deliberate faults, for tests and demos: a loss spike (random-token batches from a step
+    on), a NaN loss at one step, or a crash right after a step (and its checkpoint)."""
 
     spike_at_step: int | None = None
+    crash_after_step: int | None = None
     spike_factor: float = 100.0
     nan_at_step: int | None = None
     # Only in the attempt that has not yet rolled back (the fault then "passes").

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from trainkube.api import KINDS
-from trainkube.api.status import Condition, ConditionType, JobStatus, Phase, Progress, Reason
 
 from tests.localcluster.cluster import ClusterError, LocalCluster
+from trainkube.api import KINDS
+from trainkube.api.status import Condition, ConditionType, JobStatus, Phase, Progress, Reason
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = {

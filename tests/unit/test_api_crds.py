@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from trainkube.api import KINDS, Kind, crd
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from trainkube.api.common import ArchitectureFamily, Precision
 from trainkube.planner import Device, Overrides, PlanError, PlanRequest, Rung, Shape, plan
 from trainkube.planner.memory import BUFFER_FACTOR, GiB, model_states

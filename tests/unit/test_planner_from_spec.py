@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from trainkube.api.common import JobOutputRef, ModelSource
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from trainkube.runconfig import RunConfig, Task
-from trainkube_trainer.exitcodes import Diverged, ExitCode
+from trainkube_trainer.exitcodes import DivergedError, ExitCode
 from trainkube_trainer.reporting import Reporter, log
 
 
@@ -26,6 +26,8 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainkube_trainer", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="the run config (JSON)")
+    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         config = RunConfig.load(args.config)
@@ -41,8 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         enabled=env.is_main,
         min_interval=config.reporting.min_interval_seconds,
     )
-    log("start", job=config.job, attempt=config.attempt, task=config.task, rank=env.rank,
-        world_size=env.world_size, device="cpu" if env.on_cpu else "cuda")
+    log(
+        "start",
+        job=config.job,
+        attempt=config.attempt,
+        task=config.task,
+        rank=env.rank,
+        world_size=env.world_size,
+        device="cpu" if env.on_cpu else "cuda",
+    )
     try:
         if config.task is Task.EVAL:
             from trainkube_trainer import evaluate  # noqa: PLC0415
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             from trainkube_trainer import train  # noqa: PLC0415
 
             code = train.run(config, env, reporter)
-    except Diverged as diverged:
+    except DivergedError as diverged:
         reporter.result(
             outcome="diverged",
             exit_code=ExitCode.DIVERGED,
@@ -61,9 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.DIVERGED
     except Exception as error:
         if _is_out_of_memory(error):
-            reporter.result(outcome="outOfMemory", exit_code=ExitCode.OUT_OF_MEMORY, error=str(error))
+            reporter.result(
+                outcome="outOfMemory", exit_code=ExitCode.OUT_OF_MEMORY, error=str(error)
+            )
             return ExitCode.OUT_OF_MEMORY
-        reporter.result(outcome="failed", exit_code=ExitCode.FAILED, error=f"{type(error).__name__}: {error}")
+        reporter.result(
+            outcome="failed", exit_code=ExitCode.FAILED, error=f"{type(error).__name__}: {error}"
+        )
         raise
     outcome = {ExitCode.SUCCESS: "succeeded", ExitCode.GATES_FAILED: "gatesFailed"}[code]
     reporter.result(outcome=outcome, exit_code=code)

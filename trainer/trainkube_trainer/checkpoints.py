@@ -51,7 +51,7 @@ def _files(folder: Path) -> list[Path]:
 
 
 def write_manifest(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    files = {
+    files: dict[str, dict[str, Any]] = {
         str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
         for p in _files(folder)
         if UNIVERSAL_TAG not in p.relative_to(folder).parts
@@ -109,7 +109,7 @@ class CheckpointManager:
 
     def newest_valid(self, *, at_most: int | None = None) -> tuple[Checkpoint | None, list[str]]:
         """The newest checkpoint that verifies (at or before `at_most`), and what was skipped."""
-        skipped = []
+        skipped: list[str] = []
         for step, path in reversed(self.published()):
             if at_most is not None and step > at_most:
                 continue

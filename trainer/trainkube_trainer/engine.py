@@ -51,6 +51,9 @@ def deepspeed_config(
             scheduler[key] *= factor
     if "total_num_steps" in scheduler:
         scheduler["total_num_steps"] = total_steps
+    # The plan was made for its rank count; a resume on another count keeps the global batch.
+    micro = ds["train_micro_batch_size_per_gpu"]
+    ds["gradient_accumulation_steps"] = ds["train_batch_size"] // (micro * env.world_size)
     if env.on_cpu:
         # The CPU trains in fp32 with a torch AdamW built by the trainer: DeepSpeed's fused and
         # CPU Adam would be compiled at first use (minutes on a small machine).
@@ -67,7 +70,7 @@ def deepspeed_config(
 
 def build(config: RunConfig, env: DistEnv, *, total_steps: int, universal: bool) -> Built:
     import deepspeed  # noqa: PLC0415
-    from transformers.integrations import HfDeepSpeedConfig  # noqa: PLC0415
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig  # noqa: PLC0415
 
     ds = deepspeed_config(config, env, total_steps=total_steps, universal=universal)
     dtype = training_dtype(config, env)

@@ -12,7 +12,7 @@ class ExitCode(IntEnum):
     GATES_FAILED = 12  # evaluation ran; a gate did not hold
 
 
-class Diverged(Exception):
+class DivergedError(Exception):
     """Training diverged at `step` with `loss` by `rule`."""
 
     def __init__(self, step: int, loss: float, rule: str) -> None:

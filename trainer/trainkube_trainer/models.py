@@ -9,7 +9,7 @@ is created, and transformers must have imported its model classes before DeepSpe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -64,6 +64,7 @@ def config_for(architecture: Architecture, *, tokenizer: PreTrainedTokenizerBase
 
 
 def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
+    tokenizer: Any
     if ref.tokenizer_path:
         tokenizer = AutoTokenizer.from_pretrained(ref.tokenizer_path)
     elif ref.tokenizer_hub:
@@ -80,7 +81,7 @@ def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
         tokenizer = byte_tokenizer()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return cast(PreTrainedTokenizerBase, tokenizer)
 
 
 def load_model(
@@ -110,7 +111,7 @@ def load_model(
         from peft import PeftModel  # noqa: PLC0415
 
         model = PeftModel.from_pretrained(model, ref.adapter_path)
-    return model
+    return cast(PreTrainedModel, model)
 
 
 def apply_lora(
@@ -121,7 +122,7 @@ def apply_lora(
 
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int; any number works
         lora_dropout=dropout,
         target_modules=targets or None,
         task_type="CAUSAL_LM",

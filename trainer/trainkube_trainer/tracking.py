@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from trainkube.api.common import WandbMode
 from trainkube.runconfig import RunConfig
@@ -18,7 +18,9 @@ def start(config: RunConfig, env: DistEnv) -> Any:
         return None
     import wandb  # noqa: PLC0415
 
-    mode = tracking.mode.value
+    mode: Literal["online", "offline"] = (
+        "online" if tracking.mode is WandbMode.ONLINE else "offline"
+    )
     if tracking.api_key_file and Path(tracking.api_key_file).exists():
         os.environ["WANDB_API_KEY"] = Path(tracking.api_key_file).read_text().strip()
     elif mode == "online":
@@ -30,7 +32,11 @@ def start(config: RunConfig, env: DistEnv) -> Any:
         resume="allow" if tracking.run_id else None,
         mode=mode,
         dir=tracking.directory,
-        config={"job": config.job, "attempt": config.attempt, "lrFactor": config.recovery.lr_factor},
+        config={
+            "job": config.job,
+            "attempt": config.attempt,
+            "lrFactor": config.recovery.lr_factor,
+        },
         settings=wandb.Settings(init_timeout=60, silent=True),
     )
 

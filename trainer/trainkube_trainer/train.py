@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from trainkube_trainer.datasets_split import Sequences, train_and_validation
 from trainkube_trainer.distributed import DistEnv, broadcast, mean_over_ranks
 from trainkube_trainer.divergence import DivergenceDetector
 from trainkube_trainer.engine import Built, build
-from trainkube_trainer.exitcodes import Diverged, ExitCode
+from trainkube_trainer.exitcodes import DivergedError, ExitCode
 from trainkube_trainer.models import load_tokenizer
 from trainkube_trainer.reporting import Reporter
 
@@ -107,19 +108,41 @@ def _save_output(config: RunConfig, built: Built, env: DistEnv) -> dict[str, str
     return written
 
 
-def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
-    assert config.training is not None and config.data is not None and config.plan is not None
+@dataclass
+class Session:
+    """Everything one attempt holds while it trains."""
+
+    config: RunConfig
+    env: DistEnv
+    reporter: Reporter
+    built: Built
+    train: Sequences
+    validation: Sequences
+    sampler: BatchSampler
+    manager: CheckpointManager | None
+    total_steps: int
+    detector: DivergenceDetector | None
+    tracker: Any
+    vocab: int
+    fault_active: bool
+    step: int = 0
+    position: int = 0
+
+
+def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
+    assert config.training is not None
+    assert config.data is not None
+    assert config.plan is not None
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     train, validation = train_and_validation(
         config.data, tokenizer, seed=config.seed, model=config.model
     )
     ds = config.plan.deepspeed
-    micro, global_batch = ds["train_micro_batch_size_per_gpu"], ds["train_batch_size"]
     sampler = BatchSampler(
         examples=len(train),
-        global_batch_size=global_batch,
-        micro_batch_size=micro,
+        global_batch_size=ds["train_batch_size"],
+        micro_batch_size=ds["train_micro_batch_size_per_gpu"],
         ranks=env.world_size,
         seed=config.seed,
     )
@@ -142,93 +165,137 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
     if universal and manager is not None:
         manager.prepare_universal(target)
     built = build(config, env, total_steps=total_steps, universal=universal)
-    engine = built.engine
-
-    step, position = 0, 0
-    if target is not None and manager is not None:
-        info = manager.load(engine, target, universal=universal)
-        step, position = int(info["step"]), int(info["dataPosition"])
-        reporter.event("resumed", step=step, fromCheckpoint=target.path.name, universal=universal)
-    detector = DivergenceDetector(config.divergence) if config.divergence else None
-    tracker = tracking.start(config, env)
     fault = config.fault
-    fault_active = fault is not None and not (fault.only_first_attempt and config.recovery.lr_factor < 1)
-    tokens_per_step = global_batch * config.data.sequence_length
-    reporter.progress(force=True, step=step, totalSteps=total_steps, phase="training")
-    started, started_step = time.monotonic(), step
+    session = Session(
+        config=config,
+        env=env,
+        reporter=reporter,
+        built=built,
+        train=train,
+        validation=validation,
+        sampler=sampler,
+        manager=manager,
+        total_steps=total_steps,
+        detector=DivergenceDetector(config.divergence) if config.divergence else None,
+        tracker=tracking.start(config, env),
+        vocab=len(tokenizer),
+        # A rollback (learning rate lowered) means the fault has "passed".
+        fault_active=fault is not None
+        and not (fault.only_first_attempt and config.recovery.lr_factor < 1),
+    )
+    if target is not None and manager is not None:
+        info = manager.load(built.engine, target, universal=universal)
+        session.step, session.position = int(info["step"]), int(info["dataPosition"])
+        reporter.event(
+            "resumed", step=session.step, fromCheckpoint=target.path.name, universal=universal
+        )
+    return session
 
-    while step < total_steps:
-        position = next_batch_index(position, config.recovery.skip_batches)
-        loss_total = 0.0
-        for indexes in sampler.micro_batches(position, env.rank):
-            ids, labels = train.ids[indexes], train.labels[indexes]
-            if fault_active and fault and fault.spike_at_step is not None and step + 1 >= fault.spike_at_step:
-                ids = _poison(ids, len(tokenizer), step)
-                labels = ids.clone()
-            out = engine(input_ids=ids.to(engine.device), labels=labels.to(engine.device))
-            loss = out.loss
-            if fault_active and fault and fault.nan_at_step == step + 1:
-                loss = loss * float("nan")
-            engine.backward(loss)
-            engine.step()
-            loss_total += float(loss.detach())
-        step += 1
-        position += 1
-        loss_value = mean_over_ranks(loss_total, sampler.accumulation, engine.device)
 
-        verdict = detector.observe(step, loss_value) if detector and env.is_main else None
-        verdict = broadcast(verdict)
-        if verdict is not None:
-            reporter.event("diverged", step=verdict.step, loss=verdict.loss, rule=verdict.rule)
-            tracking.log(tracker, {"diverged_at": verdict.step, "loss": verdict.loss}, step)
-            raise Diverged(verdict.step, verdict.loss, verdict.rule)
+def _train_step(session: Session) -> float:
+    """One optimizer step (all micro-batches); the loss averaged over them and all ranks."""
+    config, engine, fault = session.config, session.built.engine, session.config.fault
+    session.position = next_batch_index(session.position, config.recovery.skip_batches)
+    target_step = session.step + 1
+    loss_total = 0.0
+    for indexes in session.sampler.micro_batches(session.position, session.env.rank):
+        ids, labels = session.train.ids[indexes], session.train.labels[indexes]
+        spike = fault.spike_at_step if session.fault_active and fault else None
+        if spike is not None and target_step >= spike:
+            ids = _poison(ids, session.vocab, target_step)
+            labels = ids.clone()
+        loss = engine(input_ids=ids.to(engine.device), labels=labels.to(engine.device)).loss
+        if session.fault_active and fault and fault.nan_at_step == target_step:
+            loss = loss * float("nan")
+        engine.backward(loss)
+        engine.step()
+        loss_total += float(loss.detach())
+    session.step, session.position = target_step, session.position + 1
+    return mean_over_ranks(loss_total, session.sampler.accumulation, engine.device)
 
-        elapsed = time.monotonic() - started
-        rate = (step - started_step) * tokens_per_step / elapsed if elapsed > 0 else 0.0
-        lr = float(built.scheduler.get_last_lr()[0]) if built.scheduler else float("nan")
-        eta = (total_steps - step) * elapsed / max(step - started_step, 1)
-        fields = {
+
+def _check_divergence(session: Session, loss: float) -> None:
+    detector = session.detector
+    verdict = detector.observe(session.step, loss) if detector and session.env.is_main else None
+    verdict = broadcast(verdict)
+    if verdict is not None:
+        session.reporter.event("diverged", step=verdict.step, loss=verdict.loss, rule=verdict.rule)
+        tracking.log(session.tracker, {"diverged_at": verdict.step}, session.step)
+        raise DivergedError(verdict.step, verdict.loss, verdict.rule)
+
+
+def _checkpoint(session: Session, loss: float, lr: float) -> None:
+    config, step = session.config, session.step
+    assert config.plan is not None
+    if session.manager is None:
+        return
+    manifest = session.manager.save(
+        session.built.engine,
+        step=step,
+        info={
             "step": step,
-            "totalSteps": total_steps,
-            "loss": round(loss_value, 5),
+            "loss": loss,
+            "dataPosition": session.position,
+            "worldSize": session.env.world_size,
+            "zeroStage": config.plan.zero_stage,
+            "learningRate": lr,
+            "attempt": config.attempt,
+        },
+    )
+    if manifest:
+        session.reporter.event(
+            "checkpoint",
+            step=step,
+            loss=round(loss, 5),
+            path=f"step-{step}",
+            bytes=manifest["bytes"],
+            seconds=manifest["seconds"],
+        )
+
+
+def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
+    session = _setup(config, env, reporter)
+    assert config.training is not None
+    assert config.data is not None
+    built, total = session.built, session.total_steps
+    tokens_per_step = session.sampler.global_batch_size * config.data.sequence_length
+    reporter.progress(force=True, step=session.step, totalSteps=total, phase="training")
+    started, started_step = time.monotonic(), session.step
+
+    while session.step < total:
+        loss = _train_step(session)
+        _check_divergence(session, loss)
+        step = session.step
+        elapsed = time.monotonic() - started
+        done = step - started_step
+        rate = done * tokens_per_step / elapsed if elapsed > 0 else 0.0
+        lr = float(built.scheduler.get_last_lr()[0]) if built.scheduler else float("nan")
+        fields: dict[str, Any] = {
+            "step": step,
+            "totalSteps": total,
+            "loss": round(loss, 5),
             "learningRate": lr,
             "tokensPerSecond": round(rate, 1),
-            "etaSeconds": round(eta, 1),
-            "dataPosition": position,
+            "etaSeconds": round((total - step) * elapsed / max(done, 1), 1),
+            "dataPosition": session.position,
         }
-        if step % config.training.log_interval == 0 or step == total_steps:
+        if step % config.training.log_interval == 0 or step == total:
             reporter.progress(**fields)
-            tracking.log(tracker, {"loss": loss_value, "lr": lr, "tokens_per_s": rate}, step)
+            tracking.log(session.tracker, {"loss": loss, "lr": lr, "tokens_per_s": rate}, step)
         interval = config.training.eval_interval
-        if (interval and step % interval == 0) or step == total_steps:
-            val = _validate(built, validation, env, micro)
+        if (interval and step % interval == 0) or step == total:
+            micro = session.sampler.micro_batch_size
+            val = _validate(built, session.validation, env, micro)
             reporter.progress(force=True, validationLoss=round(val, 5), **fields)
-            tracking.log(tracker, {"validation_loss": val}, step)
-        if manager and policy and (step % policy.interval == 0 or step == total_steps):
-            manifest = manager.save(
-                engine,
-                step=step,
-                info={
-                    "step": step,
-                    "loss": loss_value,
-                    "dataPosition": position,
-                    "worldSize": env.world_size,
-                    "zeroStage": config.plan.zero_stage,
-                    "learningRate": lr,
-                    "attempt": config.attempt,
-                },
-            )
-            if manifest:
-                reporter.event(
-                    "checkpoint",
-                    step=step,
-                    loss=round(loss_value, 5),
-                    path=f"step-{step}",
-                    bytes=manifest["bytes"],
-                    seconds=manifest["seconds"],
-                )
+            tracking.log(session.tracker, {"validation_loss": val}, step)
+        policy = config.checkpoints
+        if policy and (step % policy.interval == 0 or step == total):
+            _checkpoint(session, loss, lr)
+        fault = config.fault
+        if session.fault_active and fault and fault.crash_after_step == step:
+            raise RuntimeError(f"injected crash after step {step} (run config fault)")
 
     written = _save_output(config, built, env)
     reporter.progress(force=True, phase="done", output=written)
-    tracking.finish(tracker)
+    tracking.finish(session.tracker)
     return ExitCode.SUCCESS

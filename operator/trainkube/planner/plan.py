@@ -382,7 +382,8 @@ def deepspeed_config(
 
 
 def _scheduler(opt: Optimizer) -> dict[str, Any]:
-    warmup = {"warmup_num_steps": opt.warmup_steps}
+    # DeepSpeed's schedulers refuse 0 warm-up steps; 1 step is the same as none.
+    warmup = {"warmup_num_steps": max(1, opt.warmup_steps)}
     if opt.schedule is LrSchedule.CONSTANT:
         return {
             "type": "WarmupLR",

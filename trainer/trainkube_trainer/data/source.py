@@ -13,7 +13,11 @@ from trainkube.api.common import FileFormat
 from trainkube.runconfig import DataRef
 from trainkube_trainer.data.corpus import BUILTIN
 
-SUFFIXES = {FileFormat.JSONL: (".jsonl", ".json"), FileFormat.TEXT: (".txt",), FileFormat.PARQUET: (".parquet",)}
+SUFFIXES = {
+    FileFormat.JSONL: (".jsonl", ".json"),
+    FileFormat.TEXT: (".txt",),
+    FileFormat.PARQUET: (".parquet",),
+}
 BUILDERS = {FileFormat.JSONL: "json", FileFormat.TEXT: "text", FileFormat.PARQUET: "parquet"}
 
 

@@ -1,0 +1,141 @@
+"""Running the real trainer: run configs for tests, and worker processes under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainkube.api.common import Architecture, BuiltinCorpus, SpikeRule, Training
+from trainkube.planner import Overrides, PlanRequest, plan, shape_of
+from trainkube.planner.memory import GiB
+from trainkube.planner.plan import Optimizer
+from trainkube.runconfig import (
+    CheckpointPolicy,
+    DataRef,
+    ModelRef,
+    Output,
+    Plan,
+    Reporting,
+    RunConfig,
+    Task,
+)
+
+TINY = Architecture(layers=2, hidden_size=64, heads=4, vocab_size=259, context_length=128)
+EXTENSIONS = Path(os.environ.get("TRAINKUBE_CACHE_DIR", Path.home() / ".cache" / "trainkube"))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    result: dict[str, Any]
+    progress: dict[str, Any]
+    log: str
+
+
+def deepspeed_plan(
+    *, stage: int, ranks: int, training: Training, seq: int, micro: int | None = None
+) -> Plan:
+    """A real plan from the planner, with the ZeRO stage forced."""
+    request = PlanRequest(
+        shape=shape_of(TINY),
+        sequence_length=seq,
+        global_batch_size=training.global_batch_size,
+        nodes=ranks,
+        gpus_per_node=0,
+        gpu_memory=0,
+        cpu_memory_per_node=4 * GiB,
+        overrides=Overrides(zero_stage=stage, micro_batch_size=micro),
+        optimizer=Optimizer(
+            learning_rate=training.learning_rate,
+            warmup_steps=training.warmup_steps,
+            total_steps=training.max_steps or 0,
+            schedule=training.lr_schedule,
+        ),
+    )
+    chosen = plan(request)
+    return Plan(
+        deepspeed=chosen.deepspeed_config,
+        activation_checkpointing=chosen.activation_checkpointing,
+        zero_stage=chosen.rung.stage,
+    )
+
+
+def pretrain_config(
+    root: Path,
+    *,
+    stage: int = 2,
+    ranks: int = 2,
+    steps: int = 40,
+    interval: int = 20,
+    lr: float = 3e-3,
+    **changes: Any,
+) -> RunConfig:
+    training = Training(
+        max_steps=steps, global_batch_size=16, learning_rate=lr, warmup_steps=2, log_interval=5
+    )
+    config = RunConfig(
+        task=Task.PRETRAIN,
+        job="tests/tiny",
+        model=ModelRef(architecture=TINY),
+        data=DataRef(
+            builtin=BuiltinCorpus.TINY_STORIES, sequence_length=64, validation_fraction=0.05
+        ),
+        training=training,
+        plan=deepspeed_plan(stage=stage, ranks=ranks, training=training, seq=64, micro=4),
+        checkpoints=CheckpointPolicy(directory=str(root / "ckpt"), interval=interval, keep_last=3),
+        divergence=SpikeRule(window=10, threshold=6.0, patience=2),
+        output=Output(directory=str(root / "out")),
+        reporting=Reporting(directory=str(root / "report"), min_interval_seconds=0),
+    )
+    return config.model_copy(update=changes)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(config: RunConfig, root: Path, *, ranks: int = 2, name: str = "run.json") -> Outcome:
+    """Run the trainer as `ranks` real processes; wait for them to end."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / name
+    path.write_text(config.dump())
+    report = Path(config.reporting.directory)
+    for stale in ("result.json", "progress.json"):
+        (report / stale).unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    # The deepspeed launcher (as the worker pods use it) passes a worker's exit code on.
+    command = [
+        str(Path(sys.executable).parent / "deepspeed"),
+        f"--num_gpus={ranks}",
+        f"--master_port={_free_port()}",
+        "--module",
+        "trainkube_trainer",
+        "--config",
+        str(path),
+    ]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+    def read(name: str) -> dict[str, Any]:
+        file = report / name
+        return json.loads(file.read_text()) if file.exists() else {}
+
+    return Outcome(
+        done.returncode, read("result.json"), read("progress.json"), done.stdout + done.stderr
+    )

@@ -1,0 +1,219 @@
+"""Evaluation: perplexity, exact match, multiple choice and lm-evaluation-harness tasks, for a
+model and optionally a baseline on the same examples, then the gates. Every rank evaluates a
+shard of the examples; sums are all-reduced; rank 0 writes the results."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainkube.api.common import DataSource
+from trainkube.runconfig import DataRef, EvalTask, Files, ModelRef, RunConfig
+from trainkube_trainer import gates
+from trainkube_trainer.data.source import load_records
+from trainkube_trainer.data.tokenize import pack_text
+from trainkube_trainer.distributed import DistEnv
+from trainkube_trainer.exitcodes import ExitCode
+from trainkube_trainer.models import load_model, load_tokenizer
+from trainkube_trainer.reporting import Reporter
+
+
+class EvalError(ValueError):
+    """An evaluation cannot run; the message says which and why."""
+
+
+def _data(source: DataSource, data_root: str | None) -> DataRef:
+    files = None
+    if source.files is not None:
+        root = Path(data_root or "/")
+        files = Files(
+            path=str(root / source.files.claim_name / source.files.path), format=source.files.format
+        )
+    return DataRef(hub=source.hub, files=files, builtin=source.builtin)
+
+
+def _records(
+    task: EvalTask, source: DataSource, data_root: str | None, seed: int
+) -> list[dict[str, Any]]:
+    records = load_records(_data(source, data_root))
+    random.Random(seed).shuffle(records)
+    return records[: task.max_examples] if task.max_examples else records
+
+
+def _reduce(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _perplexity(
+    task: EvalTask, model: Any, tokenizer: Any, env: DistEnv, root: str | None, seed: int
+) -> dict[str, float]:
+    spec = task.perplexity
+    assert spec is not None
+    records = _records(task, spec, root, seed)
+    ids, _ = pack_text(
+        records, tokenizer, field=spec.text_field, sequence_length=spec.sequence_length
+    )
+    total, tokens = 0.0, 0.0
+    with torch.no_grad():
+        for row in range(env.rank, len(ids), env.world_size):
+            x = ids[row : row + 1].to(model.device)
+            n = float(x.shape[1] - 1)
+            total += float(model(input_ids=x, labels=x).loss) * n
+            tokens += n
+    total, tokens = _reduce([total, tokens], model.device)
+    loss = total / tokens
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700)), "examples": float(len(ids))}
+
+
+def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
+    encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(model.device)
+    output = model.generate(
+        **encoded,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return str(
+        tokenizer.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+    )
+
+
+def _exact_match(
+    task: EvalTask, model: Any, tokenizer: Any, env: DistEnv, root: str | None, seed: int
+) -> dict[str, float]:
+    spec = task.exact_match
+    assert spec is not None
+    records = _records(task, spec, root, seed)
+    right = 0.0
+    with torch.no_grad():
+        for record in records[env.rank :: env.world_size]:
+            answer = _generate(
+                model, tokenizer, str(record[spec.prompt_field]), spec.max_new_tokens
+            )
+            right += float(answer.strip() == str(record[spec.answer_field]).strip())
+    right, count = _reduce([right, float(len(records[env.rank :: env.world_size]))], model.device)
+    return {"exactMatch": right / count, "examples": count}
+
+
+def _choice_logprob(model: Any, tokenizer: Any, question: str, choice: str) -> float:
+    context = tokenizer(question, add_special_tokens=False)["input_ids"]
+    answer = tokenizer(choice, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([context + answer], device=model.device)
+    logprobs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    picked = logprobs[torch.arange(len(targets)), targets]
+    return float(picked[len(context) - 1 :].sum())
+
+
+def _multiple_choice(
+    task: EvalTask, model: Any, tokenizer: Any, env: DistEnv, root: str | None, seed: int
+) -> dict[str, float]:
+    spec = task.multiple_choice
+    assert spec is not None
+    records = _records(task, spec, root, seed)
+    right = 0.0
+    mine = records[env.rank :: env.world_size]
+    with torch.no_grad():
+        for record in mine:
+            choices = [str(c) for c in record[spec.choices_field]]
+            scores = [
+                _choice_logprob(model, tokenizer, str(record[spec.question_field]), c)
+                for c in choices
+            ]
+            answer = record[spec.answer_field]
+            expected = answer if isinstance(answer, int) else choices.index(str(answer))
+            right += float(max(range(len(choices)), key=scores.__getitem__) == expected)
+    right, count = _reduce([right, float(len(mine))], model.device)
+    return {"accuracy": right / count, "examples": count}
+
+
+def _harness(task: EvalTask, ref: ModelRef, env: DistEnv) -> dict[str, float]:
+    spec = task.harness
+    assert spec is not None
+    try:
+        import lm_eval  # noqa: PLC0415
+    except ImportError as error:
+        raise EvalError(
+            f"evaluation {task.name!r} uses lm-evaluation-harness tasks, but this trainer image "
+            "has no lm_eval package: use an image with `pip install lm-eval`"
+        ) from error
+    pretrained = ref.path or (ref.hub.id if ref.hub else None)
+    if pretrained is None:
+        raise EvalError(f"evaluation {task.name!r}: harness tasks need a hub or path model")
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={pretrained}",
+        tasks=spec.tasks,
+        num_fewshot=spec.num_fewshot,
+    )
+    return {
+        f"{name}.{metric.split(',')[0]}": float(value)
+        for name, metrics in results["results"].items()
+        for metric, value in metrics.items()
+        if isinstance(value, int | float)
+    }
+
+
+def evaluate_model(ref: ModelRef, config: RunConfig, env: DistEnv) -> dict[str, float]:
+    assert config.evaluation is not None
+    tokenizer = load_tokenizer(ref)
+    dtype = torch.float32 if env.on_cpu else torch.bfloat16
+    model: Any = load_model(ref, tokenizer=tokenizer, dtype=dtype)
+    model.to(torch.device("cpu" if env.on_cpu else f"cuda:{env.local_rank}"))
+    model.eval()
+    root, seed = config.evaluation.data_root, config.seed
+    metrics: dict[str, float] = {}
+    for task in config.evaluation.evaluations:
+        if task.perplexity:
+            found = _perplexity(task, model, tokenizer, env, root, seed)
+        elif task.exact_match:
+            found = _exact_match(task, model, tokenizer, env, root, seed)
+        elif task.multiple_choice:
+            found = _multiple_choice(task, model, tokenizer, env, root, seed)
+        else:
+            found = _harness(task, ref, env)
+        metrics.update({f"{task.name}.{name}": value for name, value in found.items()})
+    return metrics
+
+
+def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
+    evaluation = config.evaluation
+    if evaluation is None:
+        raise EvalError("an eval run config needs an evaluation section")
+    reporter.progress(force=True, phase="evaluating", model="candidate")
+    candidate = evaluate_model(config.model, config, env)
+    baseline = None
+    if evaluation.baseline is not None:
+        reporter.progress(force=True, phase="evaluating", model="baseline")
+        baseline = evaluate_model(evaluation.baseline, config, env)
+    verdicts = gates.check(evaluation.gates, candidate, baseline)
+    results = {
+        "results": [
+            {
+                "evaluation": key.split(".", 1)[0],
+                "metric": key.split(".", 1)[1],
+                "value": value,
+                **({"baseline": baseline[key]} if baseline and key in baseline else {}),
+            }
+            for key, value in candidate.items()
+            if not key.endswith(".examples")
+        ],
+        "gates": [{"metric": v.metric, "passed": v.passed, "message": v.message} for v in verdicts],
+        "gatesPassed": f"{sum(v.passed for v in verdicts)}/{len(verdicts)}",
+    }
+    if env.is_main:
+        text = json.dumps(results, indent=2, sort_keys=True)
+        (Path(config.reporting.directory) / "results.json").write_text(text)
+        if config.output is not None:
+            Path(config.output.directory).mkdir(parents=True, exist_ok=True)
+            (Path(config.output.directory) / "results.json").write_text(text)
+    reporter.progress(force=True, phase="done", **results)
+    return ExitCode.SUCCESS if all(v.passed for v in verdicts) else ExitCode.GATES_FAILED
