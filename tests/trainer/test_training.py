@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from tests.trainer.runs import TINY, pretrain_config, run
@@ -15,15 +16,6 @@ from trainkube.api.common import BuiltinCorpus, Training
 from trainkube.api.finetunejob import Lora
 from trainkube.runconfig import DataRef, Fault, ModelRef, Output, Task
 from trainkube_trainer.exitcodes import ExitCode
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model trained 60 steps on two ranks (ZeRO-2); its saved output folder."""
-    root = tmp_path_factory.mktemp("pretrained")
-    outcome = run(pretrain_config(root, steps=60, interval=30), root)
-    assert outcome.exit_code == 0, outcome.log[-3000:]
-    return root / "out" / "model"
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -114,8 +106,6 @@ def test_a_nan_loss_is_divergence_at_once(tmp_path: Path) -> None:
 def test_lora_fine_tune_writes_an_adapter_that_changes_the_output(
     tmp_path: Path, pretrained: Path
 ) -> None:
-    from peft import PeftModel
-
     config = pretrain_config(tmp_path, steps=30).model_copy(
         update={
             "task": Task.FINETUNE,
