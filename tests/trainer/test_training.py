@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from tests.trainer.runs import TINY, pretrain_config, run
 from trainkube.api.common import BuiltinCorpus, Training
 from trainkube.api.finetunejob import Lora
-from trainkube.runconfig import DataRef, Fault, ModelRef, Output, Task
+from trainkube.runconfig import DataRef, Fault, ModelRef, Output, Task, Tracking
 from trainkube_trainer.exitcodes import ExitCode
 
 
@@ -48,14 +48,19 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path: Path) -> No
     straight = run(pretrain_config(tmp_path / "a", steps=40), tmp_path / "a")
     assert straight.exit_code == 0, straight.log[-3000:]
 
+    wandb = Tracking(project="tests", run_id="tiny-b", directory=str(tmp_path / "b"))
     crashed = run(
-        pretrain_config(tmp_path / "b", steps=40, fault=Fault(crash_after_step=20)), tmp_path / "b"
+        pretrain_config(tmp_path / "b", steps=40, fault=Fault(crash_after_step=20), tracking=wandb),
+        tmp_path / "b",
     )
     assert crashed.exit_code == ExitCode.FAILED
     assert crashed.result["outcome"] == "failed"
     assert "injected crash after step 20" in crashed.result["error"]
-    resumed = run(pretrain_config(tmp_path / "b", steps=40), tmp_path / "b")
+    resumed = run(pretrain_config(tmp_path / "b", steps=40, tracking=wandb), tmp_path / "b")
     assert resumed.exit_code == 0, resumed.log[-3000:]
+    # Rank 0 logged offline (no key given), to the same W&B run in both attempts.
+    runs = sorted((tmp_path / "b" / "wandb").glob("offline-run-*-tiny-b"))
+    assert len(runs) == 2
     assert '"event": "resumed", "step": 20, "fromCheckpoint": "step-20"' in resumed.log
     assert resumed.result["step"] == 40
     assert resumed.result["loss"] == pytest.approx(straight.result["loss"], abs=1e-5)
