@@ -123,10 +123,13 @@ class Tracking(ApiModel):
 
 
 class Reporting(ApiModel):
-    """Where rank 0 reports progress."""
+    """Where rank 0 reports progress: files in a folder, and (in a cluster) the job's report
+    ConfigMap, which only this job's pods may write (see the operator's RBAC)."""
 
     directory: str = Field(description="progress.json and result.json are written here.")
     min_interval_seconds: float = 5.0
+    configmap: str | None = Field(default=None, description="the report ConfigMap's name.")
+    namespace: str | None = Field(default=None, description="its namespace.")
 
 
 class EvalTask(ApiModel):

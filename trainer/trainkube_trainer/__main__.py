@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from trainkube.runconfig import RunConfig, Task
 from trainkube_trainer.exitcodes import DivergedError, ExitCode
-from trainkube_trainer.reporting import Reporter, log
+from trainkube_trainer.reporting import Reporter, log, sink_for
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     from trainkube_trainer import distributed  # noqa: PLC0415
 
     env = distributed.start()
+    reporting = config.reporting
     reporter = Reporter(
-        Path(config.reporting.directory),
+        Path(reporting.directory),
         enabled=env.is_main,
-        min_interval=config.reporting.min_interval_seconds,
+        min_interval=reporting.min_interval_seconds,
+        sink=sink_for(reporting.configmap, reporting.namespace) if env.is_main else None,
     )
     log(
         "start",

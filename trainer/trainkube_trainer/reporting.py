@@ -1,9 +1,16 @@
 """Progress reports from rank 0: `progress.json` (rate-limited, rewritten atomically) and
 `result.json` (the last report, written once at the end, whatever the outcome), plus one JSON
-log line per report on stdout. The operator's progress channel reads these."""
+log line per report on stdout.
+
+In a cluster the same two documents go to the job's report ConfigMap (the operator's progress
+channel: only this job's pods may write it), at most once per `min_interval` for progress and
+at once for events and the result; the result also goes to the container's termination message.
+A report that cannot be sent is logged and dropped: reporting never stops training.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,13 +36,49 @@ def log(event: str, **fields: Any) -> None:
     print(json.dumps({"time": now(), "event": event, **fields}, default=str), flush=True)
 
 
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+class ConfigMapSink:
+    """Writes report documents into one ConfigMap, with the pod's service account."""
+
+    def __init__(self, name: str, namespace: str) -> None:
+        from kubernetes import client, config  # noqa: PLC0415
+
+        config.load_incluster_config()
+        self.api = client.CoreV1Api()
+        self.name, self.namespace = name, namespace
+
+    def send(self, documents: dict[str, dict[str, Any]]) -> None:
+        data = {key: json.dumps(value, sort_keys=True) for key, value in documents.items()}
+        try:
+            self.api.patch_namespaced_config_map(self.name, self.namespace, {"data": data})
+        except Exception as error:
+            log("report-not-sent", configmap=self.name, error=str(error))
+
+
+def sink_for(configmap: str | None, namespace: str | None) -> ConfigMapSink | None:
+    """The ConfigMap sink when running in a cluster with a report ConfigMap, else None."""
+    if not configmap or not namespace or "KUBERNETES_SERVICE_HOST" not in os.environ:
+        return None
+    return ConfigMapSink(configmap, namespace)
+
+
 class Reporter:
     """Rank 0's reports; other ranks get an instance whose calls do nothing."""
 
-    def __init__(self, directory: Path, *, enabled: bool, min_interval: float) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        enabled: bool,
+        min_interval: float,
+        sink: ConfigMapSink | None = None,
+    ) -> None:
         self.directory = directory
         self.enabled = enabled
         self.min_interval = min_interval
+        self.sink = sink
         self.last = -float("inf")
         self.events: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {}
@@ -52,9 +95,10 @@ class Reporter:
 
     def _flush(self) -> None:
         self.last = time.monotonic()
-        _write_atomically(
-            self.directory / "progress.json", {**self.state, "events": self.events[-50:]}
-        )
+        document = {**self.state, "events": self.events[-50:]}
+        _write_atomically(self.directory / "progress.json", document)
+        if self.sink is not None:
+            self.sink.send({"progress.json": document})
 
     def event(self, kind: str, **fields: Any) -> None:
         """Something the operator must not miss (checkpoint, divergence): written at once."""
@@ -67,10 +111,16 @@ class Reporter:
     def result(self, *, outcome: str, exit_code: int, **fields: Any) -> None:
         if not self.enabled:
             return
-        self._flush()
-        _write_atomically(
-            self.directory / "result.json",
-            {"outcome": outcome, "exitCode": exit_code, "time": now(), **self.state, **fields},
-        )
+        result = {"outcome": outcome, "exitCode": exit_code, "time": now(), **self.state, **fields}
+        _write_atomically(self.directory / "result.json", result)
+        self.last = time.monotonic()
+        document = {**self.state, "events": self.events[-50:]}
+        _write_atomically(self.directory / "progress.json", document)
+        if self.sink is not None:
+            self.sink.send({"progress.json": document, "result.json": result})
+        if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
+            summary = {k: result[k] for k in ("outcome", "exitCode", "step", "loss") if k in result}
+            with contextlib.suppress(OSError):
+                TERMINATION_LOG.write_text(json.dumps(summary))
         log("result", outcome=outcome, exit_code=exit_code, **fields)
         sys.stdout.flush()
