@@ -1,0 +1,271 @@
+"""The child objects of a job, built by pure functions from the job and one attempt's worker
+spec. Every child is owned by the job (deletion cascades), named by `naming`, and labelled."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trainkube.api.common import PodTemplate, Resources
+from trainkube.controller import layout, naming
+from trainkube.controller.runspec import Job, WorkerSpec
+
+MASTER_PORT = 29500
+WORKER = "worker"
+
+
+def _meta(body: dict[str, Any], name: str, component: str, **extra: Any) -> dict[str, Any]:
+    job = body["metadata"]["name"]
+    return {
+        "name": name,
+        "namespace": body["metadata"]["namespace"],
+        "labels": naming.labels(kind=body["kind"], job=job, component=component),
+        "ownerReferences": [naming.owner_reference(body)],
+        **extra,
+    }
+
+
+def service(body: dict[str, Any]) -> dict[str, Any]:
+    """The headless Service that gives every worker a stable DNS name (<pod>.<service>)."""
+    job = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(body, naming.service_name(job), WORKER),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {naming.JOB_LABEL: job, naming.COMPONENT_LABEL: WORKER},
+            "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
+        },
+    }
+
+
+def _hosts(body: dict[str, Any], attempt: int, resources: Resources) -> list[str]:
+    job = body["metadata"]["name"]
+    pod_job = naming.attempt_job_name(job, attempt)
+    return [f"{pod_job}-{i}.{naming.service_name(job)}" for i in range(resources.nodes)]
+
+
+def run_config_map(
+    body: dict[str, Any], *, attempt: int, spec: WorkerSpec, resources: Resources
+) -> dict[str, Any]:
+    """The attempt's run config, DeepSpeed config and hostfile, mounted at /etc/trainkube."""
+    job = body["metadata"]["name"]
+    slots = max(resources.gpus_per_node, 1)
+    plan = spec.run_config.plan
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(body, naming.run_config_name(job, attempt), WORKER),
+        "data": {
+            "run.json": spec.run_config.dump(),
+            "deepspeed.json": json.dumps(plan.deepspeed if plan else {}, indent=2, sort_keys=True),
+            "hostfile": "".join(f"{h} slots={slots}\n" for h in _hosts(body, attempt, resources)),
+        },
+    }
+
+
+def report_config_map(body: dict[str, Any]) -> dict[str, Any]:
+    """Where rank 0 reports progress (the only object the workers may write)."""
+    job = body["metadata"]["name"]
+    meta = _meta(body, naming.report_name(job), "report")
+    meta["labels"][naming.REPORT_LABEL] = "true"
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {}}
+
+
+def worker_rbac(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ServiceAccount for the workers and a Role that lets them write their report only."""
+    job = body["metadata"]["name"]
+    account = naming.account_name(job)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(body, account, WORKER)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(body, account, WORKER),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [naming.report_name(job)],
+                    "verbs": ["get", "patch", "update"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(body, account, WORKER),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [
+                {
+                    "kind": "ServiceAccount",
+                    "name": account,
+                    "namespace": body["metadata"]["namespace"],
+                }
+            ],
+        },
+    ]
+
+
+def checkpoint_claim(body: dict[str, Any], job: Job) -> dict[str, Any] | None:
+    """The PersistentVolumeClaim for checkpoints, when the spec asks for one to be created."""
+    checkpoints = getattr(job.spec, "checkpoints", None)
+    if checkpoints is None or checkpoints.create_volume is None:
+        return None
+    volume = checkpoints.create_volume
+    spec: dict[str, Any] = {
+        "accessModes": [volume.access_mode],
+        "resources": {"requests": {"storage": volume.size}},
+    }
+    if volume.storage_class_name:
+        spec["storageClassName"] = volume.storage_class_name
+    name = naming.checkpoint_claim_name(body["metadata"]["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(body, name, "checkpoints"),
+        "spec": spec,
+    }
+
+
+def _container_resources(resources: Resources) -> dict[str, Any]:
+    amounts: dict[str, Any] = {
+        "cpu": resources.cpus_per_node,
+        "memory": resources.cpu_memory_per_node,
+    }
+    if resources.gpus_per_node:
+        amounts[resources.gpu_resource_name] = str(resources.gpus_per_node)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _volumes(
+    body: dict[str, Any], attempt: int, spec: WorkerSpec, template: PodTemplate
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    job = body["metadata"]["name"]
+    volumes: list[dict[str, Any]] = [
+        {"name": "run-config", "configMap": {"name": naming.run_config_name(job, attempt)}},
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
+        {"name": "report", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "run-config", "mountPath": layout.RUN_CONFIG_DIR, "readOnly": True},
+        {"name": "shm", "mountPath": layout.SHM},
+        {"name": "report", "mountPath": layout.REPORT_DIR},
+    ]
+    for claim in {c.claim: c for c in spec.claims}.values():
+        volumes.append(
+            {"name": claim.volume_name, "persistentVolumeClaim": {"claimName": claim.claim}}
+        )
+    for claim in spec.claims:
+        mount = {
+            "name": claim.volume_name,
+            "mountPath": claim.mount_path,
+            "readOnly": claim.read_only,
+        }
+        if claim.sub_path:
+            mount["subPath"] = claim.sub_path
+        mounts.append(mount)
+    for secret, key in sorted(spec.secrets.items()):
+        name = f"secret-{secret}"[:63].rstrip("-")
+        volumes.append(
+            {"name": name, "secret": {"secretName": secret, "items": [{"key": key, "path": key}]}}
+        )
+        mounts.append(
+            {"name": name, "mountPath": f"{layout.SECRETS_ROOT}/{secret}", "readOnly": True}
+        )
+    for extra in template.volumes:
+        volumes.append({"name": extra.name, **extra.source})
+        mounts.append(
+            {"name": extra.name, "mountPath": extra.mount_path, "readOnly": extra.read_only}
+        )
+    return volumes, mounts
+
+
+def worker_command(body: dict[str, Any], *, attempt: int, resources: Resources) -> list[str]:
+    """The deepspeed launcher without ssh: this pod's node rank is its completion index."""
+    master = _hosts(body, attempt, resources)[0]
+    return [
+        "deepspeed",
+        f"--hostfile={layout.RUN_CONFIG_DIR}/hostfile",
+        "--no_ssh",
+        "--node_rank=$(JOB_COMPLETION_INDEX)",
+        f"--master_addr={master}",
+        f"--master_port={MASTER_PORT}",
+        "--module",
+        "trainkube_trainer",
+        "--config",
+        layout.RUN_CONFIG_FILE,
+    ]
+
+
+def worker_job(
+    body: dict[str, Any],
+    job: Job,
+    *,
+    attempt: int,
+    spec: WorkerSpec,
+    image: str,
+) -> dict[str, Any]:
+    """One attempt: an Indexed Job of `nodes` pods that all run at once and never retry."""
+    name = body["metadata"]["name"]
+    resources: Resources = job.spec.resources
+    template: PodTemplate = job.spec.template
+    volumes, mounts = _volumes(body, attempt, spec, template)
+    pod_labels = naming.labels(
+        kind=body["kind"], job=name, component=WORKER, extra=dict(template.labels)
+    )
+    pod_labels[naming.ATTEMPT_LABEL] = str(attempt)
+    env = [
+        {
+            "name": "OMP_NUM_THREADS",
+            "value": "1" if resources.gpus_per_node else str(resources.cpus_per_node),
+        },
+        {"name": "TRAINKUBE_JOB", "value": f"{body['metadata']['namespace']}/{name}"},
+        {"name": "TRAINKUBE_ATTEMPT", "value": str(attempt)},
+        *[e.to_wire() for e in template.env],
+    ]
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": image,
+        "command": worker_command(body, attempt=attempt, resources=resources),
+        "env": env,
+        "resources": _container_resources(resources),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if template.image_pull_policy:
+        container["imagePullPolicy"] = template.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": naming.service_name(name),
+        "serviceAccountName": template.service_account_name or naming.account_name(name),
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if template.node_selector:
+        pod_spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in template.tolerations]
+    if template.affinity:
+        pod_spec["affinity"] = template.affinity
+    if template.priority_class_name:
+        pod_spec["priorityClassName"] = template.priority_class_name
+    meta = _meta(body, naming.attempt_job_name(name, attempt), WORKER)
+    meta["labels"] = {**pod_labels}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": resources.nodes,
+            "parallelism": resources.nodes,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": dict(template.annotations)},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,302 @@
+"""Status from what is observed: pure functions, so every transition is testable without a
+cluster. `derive` takes the job's current status, the plan (or why there is none), the latest
+attempt's batch Job and pods, and the trainer's report, and returns the new status, what to do
+about children, and the Events that tell the story in `kubectl describe`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainkube.api.status import (
+    Attempt,
+    CheckpointRecord,
+    Condition,
+    ConditionType,
+    JobStatus,
+    MemoryBreakdown,
+    Output,
+    Phase,
+    PlanStatus,
+    Progress,
+    Reason,
+)
+from trainkube.planner.plan import Plan
+
+TERMINAL = (ConditionType.SUCCEEDED, ConditionType.FAILED)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the operator read for one reconcile."""
+
+    generation: int
+    nodes: int
+    suspend: bool
+    attempt_job: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+    output: Output | None = None
+    now: str = ""
+
+
+@dataclass
+class Decision:
+    status: JobStatus
+    create_attempt: int | None = None
+    delete_attempt: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
+
+
+def condition(conditions: list[Condition], kind: ConditionType) -> Condition | None:
+    return next((c for c in conditions if c.type == kind), None)
+
+
+def is_true(status: JobStatus, kind: ConditionType) -> bool:
+    found = condition(status.conditions, kind)
+    return found is not None and found.status == "True"
+
+
+def set_condition(
+    conditions: list[Condition],
+    kind: ConditionType,
+    value: bool,
+    reason: Reason,
+    message: str,
+    *,
+    now: str,
+    generation: int,
+) -> tuple[list[Condition], bool]:
+    """Conditions with `kind` set; whether its status or reason changed (an Event-worthy change)."""
+    old = condition(conditions, kind)
+    text = "True" if value else "False"
+    changed = old is None or old.status != text or old.reason != reason
+    new = Condition(
+        type=kind,
+        status=text,
+        reason=reason,
+        message=message,
+        last_transition_time=now if old is None or old.status != text else old.last_transition_time,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != kind] + [new], changed
+
+
+def plan_status(plan: Plan) -> PlanStatus:
+    states = plan.states
+    return PlanStatus(
+        zero_stage=plan.rung.stage,
+        offload_optimizer=plan.rung.offload_optimizer.value,
+        offload_parameters=plan.rung.offload_parameters.value,
+        activation_checkpointing=plan.activation_checkpointing,
+        micro_batch_size=plan.micro_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        data_parallel_size=plan.data_parallel_size,
+        parameters=plan.parameters,
+        trainable_parameters=plan.trainable_parameters,
+        gpu_memory_per_gpu=MemoryBreakdown(
+            parameters=states.parameters,
+            gradients=states.gradients,
+            optimizer_states=states.optimizer_states,
+            activations=plan.activation_bytes,
+            overhead=plan.overhead_bytes,
+            total=plan.gpu_total,
+        ),
+        cpu_memory_per_node=states.cpu_per_node,
+        reason=plan.reason,
+    )
+
+
+def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _failed_pod_message(pods: list[dict[str, Any]]) -> tuple[Reason, str]:
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        for state in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (state.get("state") or {}).get("terminated")
+            if terminated and terminated.get("exitCode", 0) != 0:
+                code, why = terminated.get("exitCode"), terminated.get("reason") or "Error"
+                index = (pod["metadata"].get("annotations") or {}).get(
+                    "batch.kubernetes.io/job-completion-index", "?"
+                )
+                reason = (
+                    Reason.OUT_OF_MEMORY
+                    if why == "OOMKilled" or code == 11
+                    else Reason.WORKER_FAILED
+                )
+                if code == 10:
+                    reason = Reason.DIVERGED
+                detail = terminated.get("message") or ""
+                text = f"worker {index} ({pod['metadata']['name']}) exited with code {code} ({why})"
+                return reason, text + (f": {detail.strip()[:500]}" if detail else "")
+    return Reason.WORKER_FAILED, "a worker failed"
+
+
+def _progress(report: dict[str, Any], now: str) -> Progress | None:
+    progress = report.get("progress.json")
+    if not progress:
+        return None
+    step, total = progress.get("step"), progress.get("totalSteps")
+    loss = progress.get("loss")
+    return Progress(
+        step=int(step or 0),
+        total_steps=total,
+        steps=f"{step}/{total}" if step is not None and total else None,
+        loss=f"{loss:.4f}" if isinstance(loss, int | float) else None,
+        validation_loss=f"{progress['validationLoss']:.4f}"
+        if isinstance(progress.get("validationLoss"), int | float)
+        else None,
+        learning_rate=progress.get("learningRate"),
+        tokens_per_second=progress.get("tokensPerSecond"),
+        updated=progress.get("updated") or now,
+    )
+
+
+def _checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    by_step = {c.step: c for c in known}
+    for event in (report.get("progress.json") or {}).get("events", []):
+        if event.get("type") == "checkpoint":
+            by_step[int(event["step"])] = CheckpointRecord(
+                step=int(event["step"]),
+                loss=f"{event['loss']:.4f}" if isinstance(event.get("loss"), int | float) else None,
+                time=event.get("time"),
+                size_bytes=event.get("bytes"),
+                path=event.get("path"),
+            )
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def parse_report(data: dict[str, str] | None) -> dict[str, Any]:
+    """The report ConfigMap's data, parsed (unreadable documents are ignored)."""
+    parsed: dict[str, Any] = {}
+    for key, text in (data or {}).items():
+        try:
+            parsed[key] = json.loads(text)
+        except ValueError:
+            continue
+    return parsed
+
+
+@dataclass
+class _Conditions:
+    """Conditions being updated in one reconcile, and the Events their changes make."""
+
+    items: list[Condition]
+    now: str
+    generation: int
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def mark(
+        self, kind: ConditionType, value: bool, reason: Reason, message: str, warn: bool = False
+    ) -> None:
+        self.items, changed = set_condition(
+            self.items, kind, value, reason, message, now=self.now, generation=self.generation
+        )
+        if changed and (value or kind is ConditionType.RUNNING):
+            self.events.append(("Warning" if warn else "Normal", reason.value, message))
+
+
+def _observe_attempt(
+    conds: _Conditions, observed: Observed, attempts: list[Attempt], updates: dict[str, Any]
+) -> Phase:
+    """Phase from the latest attempt's batch Job and pods; ends the attempt when it ended."""
+    job, now = observed.attempt_job, observed.now
+    last = attempts[-1] if attempts else Attempt(number=1, start_time=now)
+    if not attempts:
+        attempts.append(last)
+    if _job_condition(job, "Complete"):
+        attempts[-1] = last.model_copy(update={"end_time": now, "reason": Reason.COMPLETED})
+        conds.mark(ConditionType.RUNNING, False, Reason.COMPLETED, "all workers finished")
+        conds.mark(
+            ConditionType.SUCCEEDED, True, Reason.COMPLETED, f"attempt {last.number} completed"
+        )
+        updates.update(completion_time=now, output=observed.output)
+        return Phase.SUCCEEDED
+    failed = _job_condition(job, "Failed") or any(
+        (p.get("status") or {}).get("phase") == "Failed" for p in observed.pods
+    )
+    if failed:
+        reason, message = _failed_pod_message(observed.pods)
+        message = f"attempt {last.number} failed: {message}"
+        attempts[-1] = last.model_copy(
+            update={"end_time": now, "reason": reason, "message": message}
+        )
+        conds.mark(ConditionType.RUNNING, False, reason, message, warn=True)
+        conds.mark(ConditionType.FAILED, True, reason, message, warn=True)
+        updates["completion_time"] = now
+        return Phase.FAILED
+    running = sum((p.get("status") or {}).get("phase") == "Running" for p in observed.pods)
+    text = f"{running}/{observed.nodes} workers running (attempt {last.number})"
+    if running >= observed.nodes:
+        conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
+        return Phase.RUNNING
+    conds.mark(ConditionType.RUNNING, False, Reason.WORKERS_STARTING, text)
+    return Phase.PLANNED
+
+
+def derive(
+    current: JobStatus,
+    *,
+    observed: Observed,
+    plan: Plan | None,
+    plan_error: str | None = None,
+    waiting_for: str | None = None,
+) -> Decision:
+    """The next status of a job and what to do about its children."""
+    now = observed.now
+    conds = _Conditions(list(current.conditions), now, observed.generation)
+    status = current.model_copy(update={"observed_generation": observed.generation})
+
+    def finish(phase: Phase, **updates: Any) -> Decision:
+        new = status.model_copy(update={"conditions": conds.items, "phase": phase, **updates})
+        return Decision(new, events=conds.events)
+
+    if any(is_true(current, kind) for kind in TERMINAL):
+        return Decision(status)  # finished jobs keep their status
+    if plan_error is not None:
+        conds.mark(ConditionType.PLANNED, False, Reason.DOES_NOT_FIT, plan_error, warn=True)
+        conds.mark(ConditionType.FAILED, True, Reason.DOES_NOT_FIT, plan_error, warn=True)
+        return finish(Phase.FAILED, completion_time=now)
+    if waiting_for is not None:
+        conds.mark(ConditionType.PLANNED, False, Reason.WAITING_FOR_INPUT, waiting_for)
+        return finish(Phase.PENDING)
+    updates: dict[str, Any] = {}
+    if plan is not None:
+        conds.mark(ConditionType.PLANNED, True, Reason.PLAN_FITS, plan.reason)
+        updates["plan"] = plan_status(plan)
+    if observed.suspend:
+        conds.mark(ConditionType.SUSPENDED, True, Reason.SUSPENDED, "suspended: workers stopped")
+        conds.mark(ConditionType.RUNNING, False, Reason.SUSPENDED, "suspended")
+        decision = finish(Phase.SUSPENDED, **updates)
+        decision.delete_attempt = observed.attempt_job is not None
+        return decision
+    if is_true(current, ConditionType.SUSPENDED):
+        conds.mark(
+            ConditionType.SUSPENDED, False, Reason.RESUMED, "resumed from the newest checkpoint"
+        )
+    progress = _progress(observed.report, now)
+    if progress is not None:
+        updates["progress"] = progress
+    updates["checkpoints"] = _checkpoints(observed.report, list(current.checkpoints))
+    attempts = list(current.attempts)
+    if observed.attempt_job is None:
+        number = len(attempts) + 1
+        attempts.append(Attempt(number=number, start_time=now))
+        conds.mark(
+            ConditionType.RUNNING,
+            False,
+            Reason.WORKERS_STARTING,
+            f"attempt {number}: creating workers",
+        )
+        decision = finish(
+            Phase.PLANNED, attempts=attempts, start_time=current.start_time or now, **updates
+        )
+        decision.create_attempt = number
+        return decision
+    phase = _observe_attempt(conds, observed, attempts, updates)
+    return finish(phase, attempts=attempts, **updates)
