@@ -33,8 +33,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a manifest or a folder of them; repeat to resolve fromJob references",
     )
     plan.add_argument("--deepspeed", action="store_true", help="also print the DeepSpeed config")
+    operator = sub.add_parser("operator", help="run the operator against the current kubeconfig")
+    operator.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); all namespaces when not given",
+    )
+    operator.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint to serve"
+    )
     args = parser.parse_args(argv)
 
+    if args.command == "operator":
+        return _operator(args.namespace, args.liveness)
     if args.command == "plan":
         return _plan(args.filename, deepspeed=args.deepspeed)
     if args.command == "crds":
@@ -55,6 +67,20 @@ def _crds(directory: Path, *, check: bool) -> int:
         return 1 if stale else 0
     for path in crd.write_crds(directory):
         print(f"wrote {path}")
+    return 0
+
+
+def _operator(namespaces: list[str], liveness: str) -> int:
+    import kopf  # noqa: PLC0415 - the operator extra
+
+    import trainkube.controller.handlers  # noqa: F401, PLC0415 - registers the handlers
+
+    kopf.run(
+        standalone=True,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
+        liveness_endpoint=liveness,
+    )
     return 0
 
 

@@ -1,0 +1,242 @@
+"""One reconcile of one job: read the job and its children, decide (pure), write.
+
+Writes go through one field manager with server-side apply; the status is patched only when it
+changed. Idempotent: killed at any point and run again, it finds what it created (children
+have deterministic names) and neither duplicates nor loses anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from trainkube.api import GROUP, KINDS, VERSION
+from trainkube.api.base import ApiModel
+from trainkube.api.common import JobOutputRef, ModelSource
+from trainkube.api.evaljob import EvalJob
+from trainkube.api.finetunejob import FineTuneJob
+from trainkube.api.llmtrainingjob import LLMTrainingJob
+from trainkube.api.status import ConditionType, JobStatus, Output
+from trainkube.controller import children, naming, runspec
+from trainkube.controller.status import Observed, derive, is_true, parse_report
+from trainkube.planner.from_spec import request_for
+from trainkube.planner.plan import Plan, PlanError, plan
+
+FIELD_MANAGER = "trainkube-operator"
+MODELS = {kind.kind: kind for kind in KINDS}
+DEFAULT_IMAGES = {
+    "gpu": "ghcr.io/trainkube/trainer:0.1.0",
+    "cpu": "ghcr.io/trainkube/trainer-cpu:0.1.0",
+}
+log = logging.getLogger("trainkube")
+
+
+@dataclass
+class Clients:
+    """API clients made once per operator process."""
+
+    api: client.ApiClient
+    dynamic: DynamicClient
+    core: client.CoreV1Api
+    batch: client.BatchV1Api
+    custom: client.CustomObjectsApi
+    images: dict[str, str]
+
+    @classmethod
+    def create(cls, api: client.ApiClient, images: dict[str, str] | None = None) -> Clients:
+        return cls(
+            api=api,
+            dynamic=DynamicClient(api),  # type: ignore[no-untyped-call]
+            core=client.CoreV1Api(api),
+            batch=client.BatchV1Api(api),
+            custom=client.CustomObjectsApi(api),
+            images=images or DEFAULT_IMAGES,
+        )
+
+    def apply(self, manifest: dict[str, Any]) -> None:
+        resource = self.dynamic.resources.get(
+            api_version=manifest["apiVersion"], kind=manifest["kind"]
+        )
+        resource.server_side_apply(
+            body=manifest,
+            name=manifest["metadata"]["name"],
+            namespace=manifest["metadata"].get("namespace"),
+            field_manager=FIELD_MANAGER,
+            force_conflicts=True,
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _get_job(clients: Clients, namespace: str, ref: JobOutputRef) -> dict[str, Any] | None:
+    plural = MODELS[ref.kind.value].plural
+    try:
+        found = clients.custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, ref.name
+        )
+        return cast(dict[str, Any], found)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+class InputFailed(Exception):  # noqa: N818 - a state of another job
+    """A job this one depends on failed or does not exist."""
+
+
+def _resolvers(clients: Clients, namespace: str) -> tuple[Any, Any]:
+    def source(ref: JobOutputRef) -> ModelSource | None:
+        found = _get_job(clients, namespace, ref)
+        if found is None:
+            return None
+        parsed = MODELS[ref.kind.value].model.model_validate(found)
+        if isinstance(parsed, LLMTrainingJob):
+            return parsed.spec.model
+        if isinstance(parsed, FineTuneJob):
+            return parsed.spec.base_model
+        return None
+
+    def output(ref: JobOutputRef) -> Output | None:
+        found = _get_job(clients, namespace, ref)
+        if found is None:
+            raise InputFailed(f"{ref.kind} {ref.name!r} does not exist in namespace {namespace}")
+        status = JobStatus.model_validate(found.get("status") or {})
+        if is_true(status, ConditionType.FAILED):
+            raise InputFailed(f"{ref.kind} {ref.name!r} failed, so its output will never exist")
+        return status.output if is_true(status, ConditionType.SUCCEEDED) else None
+
+    return source, output
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    """Items of a list call made with _preload_content=False (plain dicts, no model objects)."""
+    items: list[dict[str, Any]] = json.loads(response.data)["items"]
+    return items
+
+
+def _latest_attempt(clients: Clients, namespace: str, name: str) -> dict[str, Any] | None:
+    selector = f"{naming.JOB_LABEL}={name},{naming.COMPONENT_LABEL}={children.WORKER}"
+    jobs = _items(
+        clients.batch.list_namespaced_job(
+            namespace, label_selector=selector, _preload_content=False
+        )
+    )
+    if not jobs:
+        return None
+    return max(jobs, key=lambda j: int(j["metadata"]["labels"].get(naming.ATTEMPT_LABEL, "0")))
+
+
+def _pods(clients: Clients, namespace: str, job: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if job is None:
+        return []
+    selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
+    return _items(
+        clients.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+    )
+
+
+def _report(clients: Clients, namespace: str, name: str) -> dict[str, Any]:
+    try:
+        found = clients.core.read_namespaced_config_map(naming.report_name(name), namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return {}
+        raise
+    return parse_report(found.data)
+
+
+def _image(clients: Clients, job: runspec.Job) -> str:
+    if job.spec.template.image:
+        return job.spec.template.image
+    return clients.images["gpu" if job.spec.resources.gpus_per_node else "cpu"]
+
+
+def _create_attempt(
+    clients: Clients, body: dict[str, Any], job: runspec.Job, number: int, spec: runspec.WorkerSpec
+) -> None:
+    manifests = [
+        children.service(body),
+        children.report_config_map(body),
+        *children.worker_rbac(body),
+        children.run_config_map(body, attempt=number, spec=spec, resources=job.spec.resources),
+    ]
+    claim = children.checkpoint_claim(body, job)
+    if claim is not None:
+        manifests.append(claim)
+    manifests.append(
+        children.worker_job(body, job, attempt=number, spec=spec, image=_image(clients, job))
+    )
+    for manifest in manifests:
+        clients.apply(manifest)
+
+
+def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, str]]:
+    """Reconcile one job; returns the Events to post (type, reason, message)."""
+    kind = MODELS[body["kind"]]
+    job: ApiModel = kind.model.model_validate(dict(body))
+    assert isinstance(job, LLMTrainingJob | FineTuneJob | EvalJob)
+    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
+    current = JobStatus.model_validate(body.get("status") or {})
+    source, output = _resolvers(clients, namespace)
+
+    chosen: Plan | None = None
+    plan_error = waiting = None
+    if not isinstance(job, EvalJob):
+        try:
+            chosen = plan(request_for(job, source))
+        except PlanError as error:
+            if "was not found" in str(error):
+                waiting = str(error)
+            else:
+                plan_error = str(error)
+    attempt_job = _latest_attempt(clients, namespace, name)
+    number = int(attempt_job["metadata"]["labels"][naming.ATTEMPT_LABEL]) if attempt_job else 0
+    spec = None
+    if plan_error is None and waiting is None:
+        try:
+            spec = runspec.worker_spec(
+                job,
+                namespace=namespace,
+                plan=chosen,
+                attempt=runspec.Attempt(number=number + 1),
+                resolve=output,
+            )
+        except runspec.InputNotReady as error:
+            waiting = str(error)
+        except InputFailed as error:
+            plan_error = str(error)
+    observed = Observed(
+        generation=int(body["metadata"].get("generation") or 1),
+        nodes=job.spec.resources.nodes,
+        suspend=job.spec.suspend,
+        attempt_job=attempt_job,
+        pods=_pods(clients, namespace, attempt_job),
+        report=_report(clients, namespace, name),
+        output=spec.output if spec else None,
+        now=_now(),
+    )
+    decision = derive(
+        current, observed=observed, plan=chosen, plan_error=plan_error, waiting_for=waiting
+    )
+    if decision.create_attempt is not None and spec is not None:
+        spec.run_config = spec.run_config.model_copy(update={"attempt": decision.create_attempt})
+        _create_attempt(clients, body, job, decision.create_attempt, spec)
+    if decision.delete_attempt and attempt_job is not None:
+        clients.batch.delete_namespaced_job(
+            attempt_job["metadata"]["name"], namespace, propagation_policy="Background"
+        )
+    if decision.status.to_wire() != current.to_wire():
+        clients.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, kind.plural, name, {"status": decision.status.to_wire()}
+        )
+    return decision.events
