@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from tests.localcluster.cluster import LocalCluster
 
@@ -51,13 +52,20 @@ def api_client(local_cluster: LocalCluster) -> Any:
 
 
 def wait_for(predicate: Any, *, timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test with what it saw."""
+    """Poll `predicate` until it returns something truthy (a 404 counts as not yet); fail the
+    test with what it saw."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
+        try:
+            last = predicate()
+        except ApiException as error:  # not created yet
+            if error.status != 404:
+                raise
+            last = error.reason
+        else:
+            if last:
+                return last
         time.sleep(interval_s)
     pytest.fail(f"condition not met within {timeout_s} s (last value: {last!r})")
 

@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from tests.localcluster.cluster import ClusterError, LocalCluster
-from trainkube.api import KINDS
 from trainkube.api.status import Condition, ConditionType, JobStatus, Phase, Progress, Reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,14 +22,6 @@ PRETRAIN = EXAMPLES["01-tiny-pretrain-cpu"]
 LORA = EXAMPLES["02-lora-finetune"]
 EVAL = EXAMPLES["03-ab-eval"]
 DELETE = object()
-
-
-@pytest.fixture(scope="module")
-def crds(local_cluster: LocalCluster) -> LocalCluster:
-    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for kind in KINDS:
-        local_cluster.kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}")
-    return local_cluster
 
 
 def _changed(manifest: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

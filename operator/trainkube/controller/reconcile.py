@@ -113,7 +113,14 @@ def _resolvers(clients: Clients, namespace: str) -> tuple[Any, Any]:
         status = JobStatus.model_validate(found.get("status") or {})
         if is_true(status, ConditionType.FAILED):
             raise InputFailed(f"{ref.kind} {ref.name!r} failed, so its output will never exist")
-        return status.output if is_true(status, ConditionType.SUCCEEDED) else None
+        if not is_true(status, ConditionType.SUCCEEDED):
+            return None
+        if status.output is None or not (status.output.model_path or status.output.adapter_path):
+            raise InputFailed(
+                f"{ref.kind} {ref.name!r} succeeded without saving a model: give it spec.output "
+                "or a checkpoint volume, and run it again"
+            )
+        return status.output
 
     return source, output
 

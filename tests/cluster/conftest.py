@@ -1,0 +1,90 @@
+"""Fixtures for tests against the local control plane: the CRDs, and a running operator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.localcluster.cluster import LocalCluster
+from trainkube.api import KINDS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def crds(local_cluster: LocalCluster) -> LocalCluster:
+    """The cluster with trainkube's CRDs installed and established."""
+    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for kind in KINDS:
+        local_cluster.kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}")
+    return local_cluster
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """`trainkube operator` as a real process against the local cluster."""
+
+    def __init__(self, cluster: LocalCluster, log: Path) -> None:
+        self.cluster, self.log = cluster, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        port = _free_port()
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        command = [
+            str(Path(sys.executable).parent / "trainkube"),
+            "operator",
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+        ]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.3)
+        raise RuntimeError(f"the operator did not become healthy; see {self.log}")
+
+    def kill(self) -> None:
+        """Stop it the hard way, as a crashed pod would."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(crds, tmp_path_factory.mktemp("operator") / "operator.log")
+    process.start()
+    yield process
+    process.stop()

@@ -1,0 +1,364 @@
+"""The operator against the real control plane, with KWOK playing the GPU nodes' kubelets:
+children of the right shape, status that follows the workers, failures that say why, suspend
+and resume, cascading deletion, restarts without duplicates, and many jobs at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, cast
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.cluster.conftest import OperatorProcess
+from tests.conftest import wait_for
+from tests.localcluster import nodes
+from tests.localcluster.cluster import LocalCluster
+from trainkube.runconfig import RunConfig
+
+GROUP, VERSION = "trainkube.io", "v1alpha1"
+
+
+def _training_job(name: str, *, nodes_: int = 2, gpus: int = 8, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "LLMTrainingJob",
+        "metadata": {"name": name, "labels": {"team": "research"}},
+        "spec": {
+            "model": {
+                "architecture": {
+                    "layers": 12,
+                    "hiddenSize": 768,
+                    "heads": 12,
+                    "vocabSize": 32000,
+                    "contextLength": 2048,
+                }
+            },
+            "data": {"builtin": "tiny-stories", "sequenceLength": 2048},
+            "training": {"maxSteps": 1000, "globalBatchSize": 64, "learningRate": 3e-4},
+            "resources": {"nodes": nodes_, "gpusPerNode": gpus, "gpuMemory": "80Gi"},
+            "template": {"labels": {"kueue.x-k8s.io/queue-name": "team-a"}},
+            **spec,
+        },
+    }
+
+
+def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
+
+
+def _job(api: Any, namespace: str, name: str, plural: str = "llmtrainingjobs") -> dict[str, Any]:
+    found = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return cast(dict[str, Any], found)
+
+
+def _condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), None)
+
+
+def _wait_condition(
+    api: Any, namespace: str, name: str, kind: str, status: str = "True", **kw: Any
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        found = _condition(_job(api, namespace, name, kw.get("plural", "llmtrainingjobs")), kind)
+        return found if found and found["status"] == status else None
+
+    result: dict[str, Any] = wait_for(check, timeout_s=kw.get("timeout_s", 60))
+    return result
+
+
+def _pods(api: Any, namespace: str, name: str) -> list[Any]:
+    selector = f"trainkube.io/job={name},app.kubernetes.io/component=worker"
+    return list(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def _finish(api: Any, namespace: str, pod: Any, code: int, reason: str | None = None) -> None:
+    annotations = nodes.finish_annotations(exit_code=code, reason=reason)
+    client.CoreV1Api(api).patch_namespaced_pod(
+        pod.metadata.name, namespace, {"metadata": {"annotations": annotations}}
+    )
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_training_job_gets_children_of_the_right_shape(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("shape"))
+    batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
+    job = wait_for(lambda: batch.read_namespaced_job("shape-a1", namespace), timeout_s=30)
+    owner = job.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.controller) == ("LLMTrainingJob", "shape", True)
+    assert job.metadata.labels["trainkube.io/job"] == "shape"
+    assert job.metadata.labels["app.kubernetes.io/managed-by"] == "trainkube-operator"
+    spec = job.spec
+    assert (spec.completion_mode, spec.completions, spec.parallelism, spec.backoff_limit) == (
+        "Indexed",
+        2,
+        2,
+        0,
+    )
+    pod = spec.template.spec
+    assert pod.restart_policy == "Never"
+    assert pod.subdomain == "shape-workers"
+    assert pod.service_account_name == "shape-worker"
+    assert spec.template.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a"
+    container = pod.containers[0]
+    assert container.command[:3] == ["deepspeed", "--hostfile=/etc/trainkube/hostfile", "--no_ssh"]
+    assert "--node_rank=$(JOB_COMPLETION_INDEX)" in container.command
+    assert "--master_addr=shape-a1-0.shape-workers" in container.command
+    assert container.resources.limits[nodes.GPU_RESOURCE] == "8"
+    shm = next(v for v in pod.volumes if v.name == "shm")
+    assert shm.empty_dir.medium == "Memory"
+
+    service = core.read_namespaced_service("shape-workers", namespace)
+    assert service.spec.cluster_ip == "None"
+    config = core.read_namespaced_config_map("shape-run-a1", namespace).data
+    run = RunConfig.model_validate(json.loads(config["run.json"]))
+    assert run.attempt == 1
+    assert run.plan is not None
+    assert run.plan.deepspeed["train_batch_size"] == 64
+    assert config["hostfile"] == (
+        "shape-a1-0.shape-workers slots=8\nshape-a1-1.shape-workers slots=8\n"
+    )
+    role = client.RbacAuthorizationV1Api(api_client).read_namespaced_role("shape-worker", namespace)
+    assert role.rules[0].resource_names == ["shape-report"]
+    assert role.rules[0].verbs == ["get", "patch", "update"]
+
+
+@pytest.mark.usefixtures("operator")
+def test_status_follows_the_workers_from_running_to_succeeded(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("ok"))
+    running = _wait_condition(api_client, namespace, "ok", "Running")
+    assert running["reason"] == "WorkersRunning"
+    assert running["message"] == "2/2 workers running (attempt 1)"
+    status = _job(api_client, namespace, "ok")["status"]
+    assert status["phase"] == "Running"
+    assert status["plan"]["dataParallelSize"] == 16
+    assert status["plan"]["reason"].startswith("ZeRO-")
+    assert status["attempts"][0]["number"] == 1
+    row = crds.kubectl("get", "llmtrainingjob", "ok", "-n", namespace, "--no-headers").split()
+    assert row[1] == "Running"
+
+    for pod in _pods(api_client, namespace, "ok"):
+        _finish(api_client, namespace, pod, 0)
+    done = _wait_condition(api_client, namespace, "ok", "Succeeded")
+    assert done["reason"] == "Completed"
+    status = _job(api_client, namespace, "ok")["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["completionTime"]
+    assert status["attempts"][0]["reason"] == "Completed"
+    described = crds.kubectl("describe", "llmtrainingjob", "ok", "-n", namespace)
+    for reason in ("PlanFits", "WorkersRunning", "Completed"):
+        assert reason in described
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_failed_worker_fails_the_attempt_and_says_why(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("oom"))
+    _wait_condition(api_client, namespace, "oom", "Running")
+    pods = sorted(_pods(api_client, namespace, "oom"), key=lambda p: p.metadata.name)
+    _finish(api_client, namespace, pods[1], 137, "OOMKilled")
+    failed = _wait_condition(api_client, namespace, "oom", "Failed")
+    assert failed["reason"] == "OutOfMemory"
+    assert "worker 1" in failed["message"]
+    assert "exited with code 137 (OOMKilled)" in failed["message"]
+    assert _job(api_client, namespace, "oom")["status"]["phase"] == "Failed"
+
+
+@pytest.mark.usefixtures("operator")
+def test_suspend_stops_the_workers_and_resume_starts_a_new_attempt(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    batch = client.BatchV1Api(api_client)
+    _apply(crds, namespace, _training_job("pause"))
+    _wait_condition(api_client, namespace, "pause", "Running")
+    _apply(crds, namespace, _training_job("pause", suspend=True))
+    _wait_condition(api_client, namespace, "pause", "Suspended")
+    wait_for(lambda: not batch.list_namespaced_job(namespace).items, timeout_s=30)
+    assert _job(api_client, namespace, "pause")["status"]["phase"] == "Suspended"
+
+    _apply(crds, namespace, _training_job("pause", suspend=False))
+    resumed = _wait_condition(api_client, namespace, "pause", "Suspended", status="False")
+    assert resumed["reason"] == "Resumed"
+    wait_for(lambda: batch.read_namespaced_job("pause-a2", namespace), timeout_s=30)
+    _wait_condition(api_client, namespace, "pause", "Running")
+
+
+@pytest.mark.usefixtures("operator")
+def test_deleting_the_job_removes_everything_it_made(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("gone"))
+    _wait_condition(api_client, namespace, "gone", "Running")
+    crds.kubectl("delete", "llmtrainingjob", "gone", "-n", namespace)
+    core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+    selector = "trainkube.io/job=gone"
+    wait_for(lambda: not batch.list_namespaced_job(namespace, label_selector=selector).items)
+    wait_for(lambda: not core.list_namespaced_config_map(namespace, label_selector=selector).items)
+    wait_for(lambda: not core.list_namespaced_service(namespace, label_selector=selector).items)
+    wait_for(lambda: not core.list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_job_that_cannot_fit_fails_with_the_numbers(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    manifest = _training_job("huge", nodes_=1, gpus=1)
+    manifest["spec"]["model"]["architecture"] = {
+        "layers": 80,
+        "hiddenSize": 8192,
+        "heads": 64,
+        "kvHeads": 8,
+        "intermediateSize": 28672,
+        "vocabSize": 32000,
+        "contextLength": 4096,
+    }
+    _apply(crds, namespace, manifest)
+    failed = _wait_condition(api_client, namespace, "huge", "Failed")
+    assert failed["reason"] == "DoesNotFit"
+    assert "the model does not fit: 68.98B parameters on 1 GPUs" in failed["message"]
+    assert "What would make it fit:" in failed["message"]
+    assert not client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+
+
+def _bound_claim(cluster: LocalCluster, namespace: str, name: str) -> None:
+    """A claim bound to a hostPath volume (the local cluster has no storage provisioner)."""
+    volume = f"{namespace}-{name}"
+    manifests = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "hostPath": {"path": f"/tmp/trainkube-pv/{volume}"},
+                "claimRef": {"namespace": namespace, "name": name},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "manual",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input_text=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": manifests}),
+    )
+    cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Bound", f"pvc/{name}", "-n", namespace)
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_fine_tune_waits_for_the_job_it_builds_on(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "adapt"},
+        "spec": {
+            "baseModel": {"fromJob": {"kind": "LLMTrainingJob", "name": "base"}},
+            "data": {
+                "builtin": "tiny-instructions",
+                "promptField": "prompt",
+                "responseField": "response",
+            },
+            "training": {"maxSteps": 10, "globalBatchSize": 8, "learningRate": 1e-3},
+            "resources": {"nodes": 1, "gpusPerNode": 1},
+        },
+    }
+    _apply(crds, namespace, manifest)
+    waiting = _wait_condition(
+        api_client, namespace, "adapt", "Planned", status="False", plural="finetunejobs"
+    )
+    assert waiting["reason"] == "WaitingForInput"
+    assert "LLMTrainingJob 'base' was not found" in waiting["message"]
+
+    _bound_claim(crds, namespace, "shared")
+    base = _training_job("base", nodes_=1, gpus=1, output={"claimName": "shared", "path": "base"})
+    _apply(crds, namespace, base)
+
+    def waits_for_success() -> bool:
+        found = _condition(_job(api_client, namespace, "adapt", "finetunejobs"), "Planned")
+        return bool(found and "waiting for LLMTrainingJob 'base' to succeed" in found["message"])
+
+    wait_for(waits_for_success, timeout_s=60)
+    _wait_condition(api_client, namespace, "base", "Running")
+    for pod in _pods(api_client, namespace, "base"):
+        _finish(api_client, namespace, pod, 0)
+    _wait_condition(api_client, namespace, "base", "Succeeded")
+    assert _job(api_client, namespace, "base")["status"]["output"] == {
+        "modelPath": "shared:base/model"
+    }
+
+    planned = _wait_condition(api_client, namespace, "adapt", "Planned", plural="finetunejobs")
+    assert planned["reason"] == "PlanFits"
+    config = wait_for(
+        lambda: client.CoreV1Api(api_client).read_namespaced_config_map("adapt-run-a1", namespace),
+        timeout_s=30,
+    )
+    run = RunConfig.model_validate(json.loads(config.data["run.json"]))
+    assert run.model.path == "/models/shared/base/model"
+    assert run.method == "lora"
+
+
+def test_a_restarted_operator_creates_no_duplicates(
+    api_client: Any, crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(crds, namespace, _training_job("steady"))
+    _wait_condition(api_client, namespace, "steady", "Running")
+    operator.kill()
+    operator.start()
+    time.sleep(8)  # a few reconcile rounds of the new process
+    batch = client.BatchV1Api(api_client)
+    jobs = batch.list_namespaced_job(namespace, label_selector="trainkube.io/job=steady").items
+    assert [j.metadata.name for j in jobs] == ["steady-a1"]
+    assert len(_pods(api_client, namespace, "steady")) == 2
+    status = _job(api_client, namespace, "steady")["status"]
+    assert [a["number"] for a in status["attempts"]] == [1]
+    assert status["phase"] == "Running"
+
+
+@pytest.mark.usefixtures("operator")
+def test_twenty_jobs_at_once_all_reach_running(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    started = time.monotonic()
+    manifests = [_training_job(f"many-{i}", nodes_=1, gpus=1) for i in range(20)]
+    crds.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": manifests}),
+    )
+
+    def all_running() -> bool:
+        jobs = client.CustomObjectsApi(api_client).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "llmtrainingjobs"
+        )["items"]
+        return len(jobs) == 20 and all(
+            (j.get("status") or {}).get("phase") == "Running" for j in jobs
+        )
+
+    wait_for(all_running, timeout_s=180, interval_s=1)
+    print(f"20 jobs Running {time.monotonic() - started:.1f} s after apply")
