@@ -1,0 +1,292 @@
+"""The operator's pure parts: run config and mounts from a job, child manifests, and status
+derivation, with no cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from trainkube.api.common import JobOutputRef
+from trainkube.api.evaljob import EvalJob
+from trainkube.api.finetunejob import FineTuneJob
+from trainkube.api.llmtrainingjob import LLMTrainingJob
+from trainkube.api.status import Output
+from trainkube.controller import children, runspec
+from trainkube.controller.status import Observed, derive, parse_report
+from trainkube.planner import plan
+from trainkube.planner.from_spec import request_for
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOW = "2026-01-01T00:00:00Z"
+
+
+def _manifest(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    body["metadata"].update(namespace="ns", uid="uid-1")
+    return body
+
+
+def _no_output(ref: JobOutputRef) -> Output | None:
+    return None
+
+
+PRETRAIN = _manifest("01-tiny-pretrain-cpu.yaml")
+BIG = _manifest("04-llama-7b-multinode.yaml")
+JOB = LLMTrainingJob.model_validate(PRETRAIN)
+PLAN = plan(request_for(JOB, lambda ref: None))
+
+
+def _spec(job: LLMTrainingJob, attempt: int = 1) -> runspec.WorkerSpec:
+    chosen = plan(request_for(job, lambda ref: None))
+    return runspec.worker_spec(
+        job,
+        namespace="ns",
+        plan=chosen,
+        attempt=runspec.Attempt(number=attempt),
+        resolve=_no_output,
+    )
+
+
+def test_created_checkpoint_volume_is_mounted_and_output_goes_to_its_final_folder() -> None:
+    spec = _spec(JOB)
+    mounts = {(c.claim, c.mount_path, c.sub_path) for c in spec.claims}
+    assert mounts == {
+        ("tiny-pretrain-checkpoints", "/checkpoints", ""),
+        ("tiny-pretrain-checkpoints", "/output", "final"),
+    }
+    run = spec.run_config
+    assert run.checkpoints is not None
+    assert (run.checkpoints.directory, run.checkpoints.interval) == ("/checkpoints", 20)
+    assert run.output is not None
+    assert run.output.directory == "/output"
+    assert spec.output == Output(model_path="tiny-pretrain-checkpoints:final/model")
+    assert run.reporting.configmap == "tiny-pretrain-report"
+    assert run.plan is not None
+    assert run.plan.zero_stage == 2
+
+
+def test_secrets_are_mounted_as_files_and_data_claims_read_only() -> None:
+    spec = _spec(LLMTrainingJob.model_validate(BIG))
+    assert spec.secrets == {"hf-token": "token", "wandb": "api-key"}
+    run = spec.run_config
+    assert run.model.token_file == "/var/run/secrets/trainkube/hf-token/token"
+    assert run.tracking is not None
+    assert run.tracking.api_key_file == "/var/run/secrets/trainkube/wandb/api-key"
+    assert run.data is not None
+    assert run.data.files is not None
+    assert run.data.files.path == "/data/pretraining-data/fineweb-edu"
+    data_mount = next(c for c in spec.claims if c.claim == "pretraining-data")
+    assert data_mount.read_only
+    # No Secret value ever enters the run config.
+    assert "token" not in json.loads(run.dump())["model"].get("hub", {})
+
+
+def test_from_job_waits_until_the_referenced_output_exists() -> None:
+    finetune = FineTuneJob.model_validate(_manifest("02-lora-finetune.yaml"))
+    chosen = plan(request_for(finetune, lambda ref: JOB.spec.model))
+    with pytest.raises(runspec.InputNotReady, match="waiting for LLMTrainingJob 'tiny-pretrain'"):
+        runspec.worker_spec(
+            finetune, namespace="ns", plan=chosen, attempt=runspec.Attempt(), resolve=_no_output
+        )
+    done = Output(model_path="tiny-pretrain-checkpoints:final/model")
+    spec = runspec.worker_spec(
+        finetune, namespace="ns", plan=chosen, attempt=runspec.Attempt(), resolve=lambda ref: done
+    )
+    assert spec.run_config.model.path == "/models/tiny-pretrain-checkpoints/final/model"
+    assert spec.output == Output(
+        model_path="tiny-lora-checkpoints:final/model",
+        adapter_path="tiny-lora-checkpoints:final/adapter",
+    )
+
+
+def test_eval_job_run_config_carries_evaluations_baseline_and_gates() -> None:
+    evaluation = EvalJob.model_validate(_manifest("03-ab-eval.yaml"))
+    models = {"tiny-lora": "a:x/model", "tiny-pretrain": "b:y/model"}
+    spec = runspec.worker_spec(
+        evaluation,
+        namespace="ns",
+        plan=None,
+        attempt=runspec.Attempt(),
+        resolve=lambda ref: Output(model_path=models[ref.name]),
+    )
+    run = spec.run_config
+    assert run.task == "eval"
+    assert run.model.path == "/models/a/x/model"
+    assert run.evaluation is not None
+    assert run.evaluation.baseline is not None
+    assert run.evaluation.baseline.path == "/models/b/y/model"
+    assert [e.name for e in run.evaluation.evaluations] == ["held-out", "qa"]
+    assert len(run.evaluation.gates) == 2
+
+
+def test_worker_job_runs_the_deepspeed_launcher_without_retries() -> None:
+    body = BIG
+    job = LLMTrainingJob.model_validate(body)
+    manifest = children.worker_job(body, job, attempt=3, spec=_spec(job, 3), image="img")
+    spec = manifest["spec"]
+    assert (spec["completions"], spec["parallelism"], spec["backoffLimit"]) == (4, 4, 0)
+    pod = spec["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][:3] == [
+        "deepspeed",
+        "--hostfile=/etc/trainkube/hostfile",
+        "--no_ssh",
+    ]
+    assert "--master_addr=llama-7b-a3-0.llama-7b-workers" in container["command"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert container["resources"]["limits"]["memory"] == "1600Gi"
+    assert pod["priorityClassName"] == "training-high"
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert spec["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-team-a"
+    assert spec["template"]["metadata"]["labels"]["trainkube.io/attempt"] == "3"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/etc/trainkube", "/dev/shm", "/checkpoints", "/data/pretraining-data"} <= mounts
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+
+def test_cpu_jobs_use_one_process_per_node_and_request_no_gpu() -> None:
+    manifest = children.run_config_map(
+        PRETRAIN, attempt=1, spec=_spec(JOB), resources=JOB.spec.resources
+    )
+    assert manifest["data"]["hostfile"].splitlines() == [
+        "tiny-pretrain-a1-0.tiny-pretrain-workers slots=1",
+        "tiny-pretrain-a1-1.tiny-pretrain-workers slots=1",
+    ]
+    pod = children.worker_job(PRETRAIN, JOB, attempt=1, spec=_spec(JOB), image="img")
+    limits = pod["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "nvidia.com/gpu" not in limits
+
+
+def test_checkpoint_claim_only_when_asked_for() -> None:
+    claim = children.checkpoint_claim(PRETRAIN, JOB)
+    assert claim is not None
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert children.checkpoint_claim(BIG, LLMTrainingJob.model_validate(BIG)) is None
+
+
+def _pod(
+    index: int, phase: str, *, code: int | None = None, reason: str = "Error"
+) -> dict[str, Any]:
+    state = (
+        {"running": {}} if code is None else {"terminated": {"exitCode": code, "reason": reason}}
+    )
+    return {
+        "metadata": {
+            "name": f"w-{index}",
+            "annotations": {"batch.kubernetes.io/job-completion-index": str(index)},
+        },
+        "status": {"phase": phase, "containerStatuses": [{"state": state}]},
+    }
+
+
+def _batch_job(condition: str | None = None) -> dict[str, Any]:
+    conditions = [{"type": condition, "status": "True"}] if condition else []
+    return {"metadata": {"name": "tiny-a1"}, "status": {"conditions": conditions}}
+
+
+def _observed(**kw: Any) -> Observed:
+    return Observed(**{"generation": 1, "nodes": 2, "suspend": False, "now": NOW, **kw})
+
+
+def test_a_new_job_is_planned_and_gets_its_first_attempt() -> None:
+    decision = derive(JOB.status, observed=_observed(), plan=PLAN)
+    assert decision.create_attempt == 1
+    status = decision.status
+    assert status.plan is not None
+    assert status.plan.zero_stage == 2
+    assert [c.type for c in status.conditions] == ["Planned", "Running"]
+    assert status.attempts[0].number == 1
+    assert [e[1] for e in decision.events] == ["PlanFits", "WorkersStarting"]
+
+
+def test_all_workers_running_makes_the_job_running_once() -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    seen = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running"), _pod(1, "Running")])
+    running = derive(first, observed=seen, plan=PLAN)
+    assert running.status.phase == "Running"
+    assert [e[1] for e in running.events] == ["WorkersRunning"]
+    again = derive(running.status, observed=seen, plan=PLAN)
+    assert again.events == []
+    assert again.status == running.status
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "expected"),
+    [
+        (137, "OOMKilled", "OutOfMemory"),
+        (11, "Error", "OutOfMemory"),
+        (10, "Error", "Diverged"),
+        (1, "Error", "WorkerFailed"),
+    ],
+)
+def test_a_failed_worker_ends_the_attempt_with_the_right_reason(
+    code: int, reason: str, expected: str
+) -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    pods = [_pod(0, "Running"), _pod(1, "Failed", code=code, reason=reason)]
+    decision = derive(first, observed=_observed(attempt_job=_batch_job(), pods=pods), plan=PLAN)
+    failed = next(c for c in decision.status.conditions if c.type == "Failed")
+    assert failed.reason == expected
+    assert f"worker 1 (w-1) exited with code {code}" in failed.message
+    assert decision.status.attempts[-1].reason == expected
+
+
+def test_a_completed_attempt_succeeds_with_the_output() -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    output = Output(model_path="c:final/model")
+    done = derive(
+        first, observed=_observed(attempt_job=_batch_job("Complete"), output=output), plan=PLAN
+    )
+    assert done.status.phase == "Succeeded"
+    assert done.status.output == output
+    assert done.status.completion_time == NOW
+    # A finished job's status never changes again.
+    assert derive(done.status, observed=_observed(), plan=PLAN).create_attempt is None
+
+
+def test_progress_and_checkpoints_come_from_the_report() -> None:
+    report = parse_report(
+        {
+            "progress.json": json.dumps(
+                {
+                    "step": 20,
+                    "totalSteps": 60,
+                    "loss": 2.345678,
+                    "events": [
+                        {
+                            "type": "checkpoint",
+                            "step": 20,
+                            "loss": 2.3,
+                            "bytes": 10,
+                            "path": "step-20",
+                        }
+                    ],
+                }
+            ),
+            "broken": "{",
+        }
+    )
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    seen = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running")], report=report)
+    status = derive(first, observed=seen, plan=PLAN).status
+    assert status.progress is not None
+    assert (status.progress.steps, status.progress.loss) == ("20/60", "2.3457")
+    assert [c.step for c in status.checkpoints] == [20]
+
+
+def test_suspending_deletes_the_attempt_and_says_so() -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    decision = derive(first, observed=_observed(attempt_job=_batch_job(), suspend=True), plan=PLAN)
+    assert decision.delete_attempt
+    assert decision.status.phase == "Suspended"
+
+
+def test_a_plan_that_does_not_fit_fails_without_children() -> None:
+    decision = derive(JOB.status, observed=_observed(), plan=None, plan_error="too big: 1 > 0")
+    assert decision.create_attempt is None
+    failed = next(c for c in decision.status.conditions if c.type == "Failed")
+    assert (failed.reason, failed.message) == ("DoesNotFit", "too big: 1 > 0")
