@@ -73,8 +73,9 @@ def _crds(directory: Path, *, check: bool) -> int:
 def _operator(namespaces: list[str], liveness: str) -> int:
     import kopf  # noqa: PLC0415 - the operator extra
 
-    import trainkube.controller.handlers  # noqa: F401, PLC0415 - registers the handlers
+    from trainkube.controller import handlers  # noqa: PLC0415 - registers the handlers
 
+    handlers.watch_namespaces(namespaces)
     kopf.run(
         standalone=True,
         namespaces=namespaces,

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import OperatorProcess
 from tests.conftest import wait_for
 from tests.localcluster import nodes
 from tests.localcluster.cluster import LocalCluster
 from trainkube.runconfig import RunConfig
+from trainkube_trainer.reporting import ConfigMapSink, Reporter
 
 GROUP, VERSION = "trainkube.io", "v1alpha1"
 
@@ -362,3 +365,130 @@ def test_twenty_jobs_at_once_all_reach_running(
 
     wait_for(all_running, timeout_s=180, interval_s=1)
     print(f"20 jobs Running {time.monotonic() - started:.1f} s after apply")
+
+
+def _worker_client(api: Any, cluster: LocalCluster, namespace: str, job: str) -> Any:
+    """An API client authenticated as the job's worker service account (a real token)."""
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(
+            f"{job}-worker",
+            namespace,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
+        )
+        .status.token
+    )
+    configuration = client.Configuration()
+    configuration.host = cluster.layout.server_url
+    configuration.ssl_ca_cert = str(cluster.layout.pki_dir / "ca.crt")
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(configuration)
+
+
+@pytest.mark.usefixtures("operator")
+def test_the_trainers_reports_reach_status_through_the_jobs_own_configmap(
+    api_client: Any, crds: LocalCluster, namespace: str, tmp_path: Path
+) -> None:
+    _apply(crds, namespace, _training_job("talk"))
+    _apply(crds, namespace, _training_job("other"))
+    _wait_condition(api_client, namespace, "talk", "Running")
+    _wait_condition(api_client, namespace, "other", "Running")
+    as_worker = _worker_client(api_client, crds, namespace, "talk")
+    reporter = Reporter(
+        tmp_path,
+        enabled=True,
+        min_interval=0,
+        sink=ConfigMapSink("talk-report", namespace, api_client=as_worker),
+    )
+    reporter.progress(step=20, totalSteps=1000, loss=2.5, tokensPerSecond=1234.5)
+    reporter.event("checkpoint", step=20, loss=2.5, path="step-20", bytes=1024, seconds=0.1)
+
+    def reported() -> dict[str, Any] | None:
+        status = _job(api_client, namespace, "talk")["status"]
+        return status if status.get("checkpoints") else None
+
+    status = wait_for(reported, timeout_s=30)
+    assert status["progress"]["steps"] == "20/1000"
+    assert status["progress"]["loss"] == "2.5000"
+    assert status["progress"]["tokensPerSecond"] == 1234.5
+    assert status["checkpoints"][0]["step"] == 20
+    row = crds.kubectl("get", "llmtrainingjob", "talk", "-n", namespace, "--no-headers").split()
+    assert row[1:4] == ["Running", "20/1000", "2.5000"]
+
+    # The workers may write their own job's report and nothing else.
+    worker_core = client.CoreV1Api(as_worker)
+    for forbidden in (
+        lambda: worker_core.patch_namespaced_config_map("other-report", namespace, {"data": {}}),
+        lambda: worker_core.list_namespaced_config_map(namespace),
+        lambda: worker_core.read_namespaced_config_map("talk-run-a1", namespace),
+    ):
+        with pytest.raises(ApiException) as denied:
+            forbidden()
+        assert denied.value.status == 403
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_missing_secret_is_named_and_the_job_starts_once_it_exists(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    manifest = _training_job("gated", nodes_=1, gpus=1)
+    shape = manifest["spec"]["model"].pop("architecture")
+    manifest["spec"]["model"] = {
+        "hub": {"id": "meta-llama/Llama-3.2-1B"},
+        "shape": shape,
+        "tokenSecretRef": {"name": "hf-token", "key": "token"},
+    }
+    _apply(crds, namespace, manifest)
+    blocked = _wait_condition(api_client, namespace, "gated", "Running", status="False")
+    wait_for(
+        lambda: (
+            (_condition(_job(api_client, namespace, "gated"), "Running") or {}).get("reason")
+            == "SecretNotFound"
+        ),
+        timeout_s=30,
+    )
+    blocked = _condition(_job(api_client, namespace, "gated"), "Running") or {}
+    assert "Secret 'hf-token' (key 'token') does not exist" in blocked["message"]
+    assert not client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="hf-token"), string_data={"token": "x"}),
+    )
+    _wait_condition(api_client, namespace, "gated", "Running")
+    pod = (
+        client.BatchV1Api(api_client).read_namespaced_job("gated-a1", namespace).spec.template.spec
+    )
+    secret = next(v for v in pod.volumes if v.secret)
+    assert secret.secret.secret_name == "hf-token"
+
+
+@pytest.mark.usefixtures("operator")
+def test_the_active_deadline_fails_the_job_and_stops_the_workers(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("late", nodes_=1, gpus=1, activeDeadlineSeconds=3))
+    failed = _wait_condition(api_client, namespace, "late", "Failed", timeout_s=60)
+    assert failed["reason"] == "DeadlineExceeded"
+    assert "activeDeadlineSeconds (3 s) exceeded" in failed["message"]
+    wait_for(lambda: not client.BatchV1Api(api_client).list_namespaced_job(namespace).items)
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_finished_job_is_deleted_after_its_ttl(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("brief", nodes_=1, gpus=1, ttlSecondsAfterFinished=2))
+    _wait_condition(api_client, namespace, "brief", "Running")
+    for pod in _pods(api_client, namespace, "brief"):
+        _finish(api_client, namespace, pod, 0)
+    _wait_condition(api_client, namespace, "brief", "Succeeded")
+    jobs = client.CustomObjectsApi(api_client)
+    wait_for(
+        lambda: (
+            not jobs.list_namespaced_custom_object(GROUP, VERSION, namespace, "llmtrainingjobs")[
+                "items"
+            ]
+        ),
+        timeout_s=30,
+    )

@@ -42,11 +42,12 @@ TERMINATION_LOG = Path("/dev/termination-log")
 class ConfigMapSink:
     """Writes report documents into one ConfigMap, with the pod's service account."""
 
-    def __init__(self, name: str, namespace: str) -> None:
+    def __init__(self, name: str, namespace: str, *, api_client: Any = None) -> None:
         from kubernetes import client, config  # noqa: PLC0415
 
-        config.load_incluster_config()
-        self.api = client.CoreV1Api()
+        if api_client is None:
+            config.load_incluster_config()  # the pod's service account
+        self.api = client.CoreV1Api(api_client)
         self.name, self.namespace = name, namespace
 
     def send(self, documents: dict[str, dict[str, Any]]) -> None:

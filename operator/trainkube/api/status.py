@@ -32,6 +32,7 @@ class Reason(StrEnum):
     WAITING_FOR_INPUT = "WaitingForInput"
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"
+    VOLUME_NOT_FOUND = "VolumeNotFound"
     WORKERS_STARTING = "WorkersStarting"
     WORKERS_RUNNING = "WorkersRunning"
     COMPLETED = "Completed"

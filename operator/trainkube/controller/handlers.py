@@ -1,21 +1,76 @@
-"""kopf handlers: thin. Create, update, resume and a timer all run the same reconcile.
+"""kopf handlers: thin. Create, update and resume run the reconcile at once; a sweeper thread
+runs it for every job every few seconds (level-based: whatever changed in the children, the
+next sweep sees it).
 
-kopf keeps its own bookkeeping in annotations (trainkube.io/...), never in status; handlers
-return nothing. Events go through kopf's poster so `kubectl describe` tells the story.
+Why a sweeper and not kopf timers: kopf puts a finalizer on every object with a timer, so a
+job could not be deleted while the operator is down, and deletions initiated by the operator
+itself (ttlSecondsAfterFinished) stalled on it. kopf's own bookkeeping stays in annotations
+(trainkube.io/...), never in status; handlers return nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import defaultdict
 from typing import Any
 
 import kopf
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from trainkube.api import GROUP, KINDS, VERSION
+from trainkube.controller.events import post_event
 from trainkube.controller.reconcile import Clients, reconcile
 
-RECONCILE_INTERVAL_SECONDS = 3.0
+SWEEP_INTERVAL_SECONDS = 3.0
+log = logging.getLogger("trainkube")
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_scope: dict[str, list[str]] = {"namespaces": []}
+
+
+def watch_namespaces(namespaces: list[str]) -> None:
+    """Limit the sweeper to these namespaces (all when empty); kopf gets the same list."""
+    _scope["namespaces"] = list(namespaces)
+
+
+def _reconcile_one(body: dict[str, Any], clients: Clients) -> None:
+    with _locks[body["metadata"]["uid"]]:
+        for kind, reason, message in reconcile(body, clients):
+            post_event(clients, body, kind=kind, reason=reason, message=message)
+
+
+def _list(clients: Clients, plural: str) -> list[dict[str, Any]]:
+    namespaces = _scope["namespaces"]
+    if not namespaces:
+        found: Any = clients.custom.list_cluster_custom_object(GROUP, VERSION, plural)
+        return list(found["items"])
+    items: list[dict[str, Any]] = []
+    for namespace in namespaces:
+        page: Any = clients.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        items.extend(page["items"])
+    return items
+
+
+def _sweep(clients: Clients, stop: threading.Event) -> None:
+    while not stop.wait(SWEEP_INTERVAL_SECONDS):
+        started = time.monotonic()
+        for kind in KINDS:
+            try:
+                bodies = _list(clients, kind.plural)
+            except ApiException as error:
+                log.warning("cannot list %s: %s", kind.plural, error.reason)
+                continue
+            for body in bodies:
+                if body["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    _reconcile_one(body, clients)
+                except Exception:  # one broken job must not stop the others
+                    name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+                    log.exception("reconcile of %s %s failed", kind.kind, name)
+        log.debug("sweep took %.2f s", time.monotonic() - started)
 
 
 @kopf.on.startup()
@@ -24,24 +79,30 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.ERROR  # our own Events only, not "handler succeeded"
+    settings.posting.enabled = False  # our own Events only (see events.post_event)
     settings.watching.server_timeout = 300
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
     memo.clients = Clients.create(client.ApiClient())
+    memo.stop = threading.Event()
+    memo.sweeper = threading.Thread(
+        target=_sweep, args=(memo.clients, memo.stop), name="trainkube-sweeper", daemon=True
+    )
+    memo.sweeper.start()
+
+
+@kopf.on.cleanup()
+def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.stop.set()
 
 
 def _reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    for kind, reason, message in reconcile(dict(body), memo.clients):
-        kopf.event(body, type=kind, reason=reason, message=message)
+    _reconcile_one(dict(body), memo.clients)
 
 
 for _kind in KINDS:
     kopf.on.create(GROUP, VERSION, _kind.plural)(_reconcile)
     kopf.on.update(GROUP, VERSION, _kind.plural, field="spec")(_reconcile)
     kopf.on.resume(GROUP, VERSION, _kind.plural)(_reconcile)
-    kopf.timer(GROUP, VERSION, _kind.plural, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=1)(
-        _reconcile
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -23,9 +24,9 @@ from trainkube.api.common import JobOutputRef, ModelSource
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
-from trainkube.api.status import ConditionType, JobStatus, Output
+from trainkube.api.status import ConditionType, JobStatus, Output, Reason
 from trainkube.controller import children, naming, runspec
-from trainkube.controller.status import Observed, derive, is_true, parse_report
+from trainkube.controller.status import Observed, derive, finished_at, is_true, parse_report
 from trainkube.planner.from_spec import request_for
 from trainkube.planner.plan import Plan, PlanError, plan
 
@@ -187,6 +188,51 @@ def _create_attempt(
         clients.apply(manifest)
 
 
+def _missing(
+    clients: Clients, namespace: str, spec: runspec.WorkerSpec, created: str | None
+) -> Any:
+    """The first Secret or claim the pods need that does not exist, as (reason, message)."""
+    for secret, key in sorted(spec.secrets.items()):
+        try:
+            found = clients.core.read_namespaced_secret(secret, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return (
+                Reason.SECRET_NOT_FOUND,
+                f"Secret {secret!r} (key {key!r}) does not exist in namespace {namespace}: "
+                "create it; the job starts when it exists",
+            )
+        if key not in (found.data or {}):
+            return (Reason.SECRET_NOT_FOUND, f"Secret {secret!r} has no key {key!r}: add it")
+    for claim in sorted({c.claim for c in spec.claims} - {created}):
+        try:
+            clients.core.read_namespaced_persistent_volume_claim(claim, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return (
+                Reason.VOLUME_NOT_FOUND,
+                f"PersistentVolumeClaim {claim!r} does not exist in namespace {namespace}: "
+                "create it; the job starts when it exists",
+            )
+    return None
+
+
+def _created_claim(job: runspec.Job, name: str) -> str | None:
+    """The claim the operator creates itself (not missing even before it exists)."""
+    checkpoints = getattr(job.spec, "checkpoints", None)
+    if checkpoints is not None and checkpoints.create_volume is not None:
+        return naming.checkpoint_claim_name(name)
+    return None
+
+
+def _expired(body: dict[str, Any], job: runspec.Job, current: JobStatus) -> bool:
+    ttl = job.spec.ttl_seconds_after_finished
+    finished = finished_at(current)
+    return ttl is not None and finished is not None and time.time() - finished > ttl
+
+
 def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, str]]:
     """Reconcile one job; returns the Events to post (type, reason, message)."""
     kind = MODELS[body["kind"]]
@@ -194,6 +240,9 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
     assert isinstance(job, LLMTrainingJob | FineTuneJob | EvalJob)
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
     current = JobStatus.model_validate(body.get("status") or {})
+    if _expired(body, job, current):
+        clients.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
+        return []
     source, output = _resolvers(clients, namespace)
 
     chosen: Plan | None = None
@@ -231,6 +280,10 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
         report=_report(clients, namespace, name),
         output=spec.output if spec else None,
         now=_now(),
+        deadline_seconds=job.spec.active_deadline_seconds,
+        missing=_missing(clients, namespace, spec, _created_claim(job, name))
+        if spec is not None and attempt_job is None
+        else None,
     )
     decision = derive(
         current, observed=observed, plan=chosen, plan_error=plan_error, waiting_for=waiting

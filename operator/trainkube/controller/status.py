@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from trainkube.api.status import (
@@ -39,6 +40,9 @@ class Observed:
     report: dict[str, Any] = field(default_factory=dict)
     output: Output | None = None
     now: str = ""
+    deadline_seconds: int | None = None
+    # A Secret or claim the pods need that does not exist: (reason, message).
+    missing: tuple[Reason, str] | None = None
 
 
 @dataclass
@@ -239,6 +243,23 @@ def _observe_attempt(
     return Phase.PLANNED
 
 
+def _seconds(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _past_deadline(current: JobStatus, observed: Observed) -> bool:
+    if observed.deadline_seconds is None or not current.start_time or not observed.now:
+        return False
+    return _seconds(observed.now) - _seconds(current.start_time) > observed.deadline_seconds
+
+
+def finished_at(status: JobStatus) -> float | None:
+    """When a finished job finished (epoch seconds), for ttlSecondsAfterFinished."""
+    if not any(is_true(status, kind) for kind in TERMINAL) or not status.completion_time:
+        return None
+    return _seconds(status.completion_time)
+
+
 def derive(
     current: JobStatus,
     *,
@@ -284,6 +305,21 @@ def derive(
         updates["progress"] = progress
     updates["checkpoints"] = _checkpoints(observed.report, list(current.checkpoints))
     attempts = list(current.attempts)
+    if _past_deadline(current, observed):
+        message = f"activeDeadlineSeconds ({observed.deadline_seconds} s) exceeded"
+        conds.mark(ConditionType.RUNNING, False, Reason.DEADLINE_EXCEEDED, message, warn=True)
+        conds.mark(ConditionType.FAILED, True, Reason.DEADLINE_EXCEEDED, message, warn=True)
+        if attempts and attempts[-1].end_time is None:
+            attempts[-1] = attempts[-1].model_copy(
+                update={"end_time": now, "reason": Reason.DEADLINE_EXCEEDED}
+            )
+        decision = finish(Phase.FAILED, attempts=attempts, completion_time=now, **updates)
+        decision.delete_attempt = observed.attempt_job is not None
+        return decision
+    if observed.attempt_job is None and observed.missing is not None:
+        reason, message = observed.missing
+        conds.mark(ConditionType.RUNNING, False, reason, message, warn=True)
+        return finish(Phase.PENDING, **updates)
     if observed.attempt_job is None:
         number = len(attempts) + 1
         attempts.append(Attempt(number=number, start_time=now))
