@@ -43,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     operator.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint to serve"
     )
+    operator.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: none)"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "operator":
-        return _operator(args.namespace, args.liveness)
+        return _operator(args.namespace, args.liveness, args.metrics_port)
     if args.command == "plan":
         return _plan(args.filename, deepspeed=args.deepspeed)
     if args.command == "crds":
@@ -70,12 +73,12 @@ def _crds(directory: Path, *, check: bool) -> int:
     return 0
 
 
-def _operator(namespaces: list[str], liveness: str) -> int:
+def _operator(namespaces: list[str], liveness: str, metrics_port: int) -> int:
     import kopf  # noqa: PLC0415 - the operator extra
 
     from trainkube.controller import handlers  # noqa: PLC0415 - registers the handlers
 
-    handlers.watch_namespaces(namespaces)
+    handlers.watch_namespaces(namespaces, metrics_port=metrics_port)
     kopf.run(
         standalone=True,
         namespaces=namespaces,

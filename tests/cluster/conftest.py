@@ -41,14 +41,17 @@ class OperatorProcess:
     def __init__(self, cluster: LocalCluster, log: Path) -> None:
         self.cluster, self.log = cluster, log
         self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
 
     def start(self) -> None:
         port = _free_port()
+        self.metrics_port = _free_port()
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
         command = [
             str(Path(sys.executable).parent / "trainkube"),
             "operator",
             f"--liveness=http://127.0.0.1:{port}/healthz",
+            f"--metrics-port={self.metrics_port}",
         ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, cast
 
@@ -492,3 +493,20 @@ def test_a_finished_job_is_deleted_after_its_ttl(
         ),
         timeout_s=30,
     )
+
+
+def test_the_operator_serves_prometheus_metrics(
+    api_client: Any, crds: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(crds, namespace, _training_job("measured", nodes_=1, gpus=1))
+    _wait_condition(api_client, namespace, "measured", "Running")
+
+    def scraped() -> str | None:
+        url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+        line = 'trainkube_jobs{kind="LLMTrainingJob",phase="Running"}'
+        return text if line in text and f"{line} 0.0" not in text else None
+
+    text = wait_for(scraped, timeout_s=20)
+    assert 'trainkube_reconcile_seconds_count{kind="LLMTrainingJob"}' in text

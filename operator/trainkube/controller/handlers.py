@@ -21,23 +21,31 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from trainkube.api import GROUP, KINDS, VERSION
+from trainkube.controller import metrics
 from trainkube.controller.events import post_event
 from trainkube.controller.reconcile import Clients, reconcile
 
 SWEEP_INTERVAL_SECONDS = 3.0
 log = logging.getLogger("trainkube")
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-_scope: dict[str, list[str]] = {"namespaces": []}
+_scope: dict[str, Any] = {"namespaces": [], "metrics_port": 0}
 
 
-def watch_namespaces(namespaces: list[str]) -> None:
-    """Limit the sweeper to these namespaces (all when empty); kopf gets the same list."""
+def watch_namespaces(namespaces: list[str], *, metrics_port: int = 0) -> None:
+    """Limit the sweeper to these namespaces (all when empty; kopf gets the same list), and
+    serve Prometheus metrics on `metrics_port` (0: none)."""
     _scope["namespaces"] = list(namespaces)
+    _scope["metrics_port"] = metrics_port
 
 
 def _reconcile_one(body: dict[str, Any], clients: Clients) -> None:
-    with _locks[body["metadata"]["uid"]]:
-        for kind, reason, message in reconcile(body, clients):
+    with _locks[body["metadata"]["uid"]], metrics.RECONCILE_SECONDS.labels(body["kind"]).time():
+        try:
+            events = reconcile(body, clients)
+        except Exception:
+            metrics.RECONCILE_ERRORS.labels(body["kind"]).inc()
+            raise
+        for kind, reason, message in events:
             post_event(clients, body, kind=kind, reason=reason, message=message)
 
 
@@ -62,6 +70,7 @@ def _sweep(clients: Clients, stop: threading.Event) -> None:
             except ApiException as error:
                 log.warning("cannot list %s: %s", kind.plural, error.reason)
                 continue
+            metrics.record_jobs(kind.kind, bodies)
             for body in bodies:
                 if body["metadata"].get("deletionTimestamp"):
                     continue
@@ -91,6 +100,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         target=_sweep, args=(memo.clients, memo.stop), name="trainkube-sweeper", daemon=True
     )
     memo.sweeper.start()
+    metrics.serve(_scope["metrics_port"])
 
 
 @kopf.on.cleanup()
