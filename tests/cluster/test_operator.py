@@ -510,3 +510,36 @@ def test_the_operator_serves_prometheus_metrics(
 
     text = wait_for(scraped, timeout_s=20)
     assert 'trainkube_reconcile_seconds_count{kind="LLMTrainingJob"}' in text
+
+
+def _leader_value(process: OperatorProcess) -> float:
+    url = f"http://127.0.0.1:{process.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("trainkube_leader "):
+                return float(line.split()[1])
+    return -1.0
+
+
+def test_two_replicas_never_act_at_once_and_the_standby_takes_over(
+    api_client: Any,
+    crds: LocalCluster,
+    namespace: str,
+    operator: OperatorProcess,
+    tmp_path: Path,
+) -> None:
+    standby = OperatorProcess(crds, tmp_path / "standby.log")
+    standby.start()
+    try:
+        wait_for(lambda: _leader_value(operator) == 1.0, timeout_s=30)
+        time.sleep(4)  # a few election rounds of the second replica
+        assert _leader_value(standby) == 0.0
+        assert _leader_value(operator) == 1.0
+
+        operator.kill()
+        wait_for(lambda: _leader_value(standby) == 1.0, timeout_s=40, interval_s=1)
+        _apply(crds, namespace, _training_job("handover", nodes_=1, gpus=1))
+        _wait_condition(api_client, namespace, "handover", "Running")
+    finally:
+        standby.stop()
+        operator.start()  # the session's operator again, for the tests after this one

@@ -11,6 +11,7 @@ itself (ttlSecondsAfterFinished) stalled on it. kopf's own bookkeeping stays in 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -23,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from trainkube.api import GROUP, KINDS, VERSION
 from trainkube.controller import metrics
 from trainkube.controller.events import post_event
+from trainkube.controller.leader import LeaderElector
 from trainkube.controller.reconcile import Clients, reconcile
 
 SWEEP_INTERVAL_SECONDS = 3.0
@@ -39,6 +41,9 @@ def watch_namespaces(namespaces: list[str], *, metrics_port: int = 0) -> None:
 
 
 def _reconcile_one(body: dict[str, Any], clients: Clients) -> None:
+    elector = _scope.get("elector")
+    if elector is not None and not elector.is_leader:
+        return  # another replica acts; this one stands by
     with _locks[body["metadata"]["uid"]], metrics.RECONCILE_SECONDS.labels(body["kind"]).time():
         try:
             events = reconcile(body, clients)
@@ -95,6 +100,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
     memo.clients = Clients.create(client.ApiClient())
+    namespace = os.environ.get("POD_NAMESPACE") or (_scope["namespaces"] or ["default"])[0]
+    elector = LeaderElector(memo.clients.api, namespace=namespace)
+    _scope["elector"] = elector
+    elector.start()
+    metrics.LEADER.set_function(lambda: 1.0 if elector.is_leader else 0.0)
     memo.stop = threading.Event()
     memo.sweeper = threading.Thread(
         target=_sweep, args=(memo.clients, memo.stop), name="trainkube-sweeper", daemon=True
@@ -106,6 +116,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.cleanup()
 def shutdown(memo: kopf.Memo, **_: Any) -> None:
     memo.stop.set()
+    if _scope.get("elector") is not None:
+        _scope["elector"].stop()
 
 
 def _reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

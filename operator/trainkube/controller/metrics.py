@@ -18,6 +18,7 @@ RECONCILE_SECONDS = Histogram(
 RECONCILE_ERRORS = PromCounter(
     "trainkube_reconcile_errors_total", "reconciles that raised an error", ["kind"]
 )
+LEADER = Gauge("trainkube_leader", "1 when this replica holds the leader lease")
 PHASES = ("Pending", "Planned", "Running", "RollingBack", "Suspended", "Succeeded", "Failed")
 
 

@@ -1,0 +1,133 @@
+"""Leader election on a coordination.k8s.io Lease, so that two operator replicas never act at
+once: only the holder reconciles; the others stand by and take over when the lease expires.
+
+The lease is renewed every `renew_seconds`; a holder that fails to renew for `duration_seconds`
+loses it, and another replica acquires it (optimistic concurrency on the resourceVersion).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger("trainkube")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeaderElector:
+    """Holds (or waits for) one Lease; `is_leader` says whether this process may act."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        name: str = "trainkube-operator",
+        duration_seconds: int = 15,
+        renew_seconds: float = 3.0,
+        identity: str | None = None,
+    ) -> None:
+        self.coordination = client.CoordinationV1Api(api)
+        self.namespace, self.name = namespace, name
+        self.duration, self.renew = duration_seconds, renew_seconds
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self._leader = threading.Event()
+        self._stop = threading.Event()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader.is_set()
+
+    def _spec(self, *, transitions: int, acquired: datetime | None) -> Any:
+        now = _now()
+        return client.V1LeaseSpec(
+            holder_identity=self.identity,
+            lease_duration_seconds=self.duration,
+            acquire_time=acquired or now,
+            renew_time=now,
+            lease_transitions=transitions,
+        )
+
+    def try_acquire_or_renew(self) -> bool:
+        """One round: take a free or expired lease, renew ours, or stand by."""
+        try:
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            body = client.V1Lease(
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                spec=self._spec(transitions=0, acquired=None),
+            )
+            try:
+                self.coordination.create_namespaced_lease(self.namespace, body)
+                return True
+            except ApiException as conflict:
+                if conflict.status == 409:
+                    return False
+                raise
+        spec = lease.spec or client.V1LeaseSpec()
+        mine = spec.holder_identity == self.identity
+        renewed = spec.renew_time or spec.acquire_time
+        expired = (
+            renewed is None
+            or renewed + timedelta(seconds=spec.lease_duration_seconds or self.duration) < _now()
+        )
+        if not mine and not expired:
+            return False
+        transitions = (spec.lease_transitions or 0) + (0 if mine else 1)
+        lease.spec = self._spec(
+            transitions=transitions, acquired=spec.acquire_time if mine else None
+        )
+        try:
+            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+        except ApiException as conflict:
+            if conflict.status == 409:  # someone else renewed or took it first
+                return False
+            raise
+        return True
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                leading = self.try_acquire_or_renew()
+            except Exception as error:
+                log.warning("leader election: %s", error)
+                leading = False
+            if leading and not self.is_leader:
+                log.warning("this replica (%s) is now the leader", self.identity)
+                self._leader.set()
+            elif not leading and self.is_leader:
+                log.warning("this replica (%s) lost the lease; standing by", self.identity)
+                self._leader.clear()
+            self._stop.wait(self.renew)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="trainkube-leader", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        """Stop electing and hand the lease back, so a standby takes over at once."""
+        self._stop.set()
+        if not self.is_leader:
+            return
+        self._leader.clear()
+        try:
+            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec and lease.spec.holder_identity == self.identity:
+                lease.spec.holder_identity = None
+                lease.spec.renew_time = _now() - timedelta(seconds=self.duration + 1)
+                self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+        except ApiException as error:
+            log.warning("could not release the lease: %s", error.reason)
