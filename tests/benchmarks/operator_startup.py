@@ -46,7 +46,7 @@ def _measure(cluster: LocalCluster, api: Any, jobs: int, nodes: int) -> dict[str
         pods = core.list_namespaced_pod(namespace).items
         if created is None and len(pods) == jobs * nodes:
             created = time.monotonic() - started
-        listed = custom.list_namespaced_custom_object(
+        listed: Any = custom.list_namespaced_custom_object(
             "trainkube.io", "v1alpha1", namespace, "llmtrainingjobs"
         )
         if all((j.get("status") or {}).get("phase") == "Running" for j in listed["items"]):
@@ -65,7 +65,7 @@ def main() -> None:
     cluster = LocalCluster.prepare()
     cluster.up()
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    config.load_kube_config(config_file=str(cluster.kubeconfig))
+    config.load_kube_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
     api = client.ApiClient()
     with tempfile.TemporaryDirectory() as tmp:
         operator = OperatorProcess(cluster, Path(tmp) / "operator.log")

@@ -57,7 +57,7 @@ def _pid_file(layout: components.Layout, name: str) -> Path:
     return layout.pids_dir / f"{name}.pid"
 
 
-def _running_pid(layout: components.Layout, name: str) -> int | None:
+def running_pid(layout: components.Layout, name: str) -> int | None:
     """The pid of component `name` if its recorded process is alive and still that binary."""
     try:
         pid = int(_pid_file(layout, name).read_text())
@@ -67,11 +67,14 @@ def _running_pid(layout: components.Layout, name: str) -> int | None:
         return None
     try:
         # Right after exec the command line can read empty for a moment: fall back to the image.
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-        executable = Path(argv0 or os.readlink(f"/proc/{pid}/exe")).name
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:2]
+        names = {Path(arg).name for arg in argv if arg} or {
+            Path(os.readlink(f"/proc/{pid}/exe")).name
+        }
     except (OSError, UnicodeDecodeError):
         return None
-    return pid if executable == name else None
+    # A binary is argv[0]; a Python console script is argv[1] after its interpreter.
+    return pid if name in names else None
 
 
 def _tls_context(layout: components.Layout, *, client_cert: bool) -> ssl.SSLContext:
@@ -85,7 +88,7 @@ def _tls_context(layout: components.Layout, *, client_cert: bool) -> ssl.SSLCont
 
 def is_healthy(layout: components.Layout, component: components.Component) -> bool:
     """Whether `component` answers its health endpoint with 200 (and its process lives)."""
-    if _running_pid(layout, component.name) is None:
+    if running_pid(layout, component.name) is None:
         return False
     if component.health_url is None:
         return True
@@ -175,7 +178,7 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if is_healthy(self.layout, component):
                 return
-            if _running_pid(self.layout, component.name) is None:
+            if running_pid(self.layout, component.name) is None:
                 break
             time.sleep(0.25)
         log = self.layout.logs_dir / f"{component.name}.log"
@@ -203,8 +206,9 @@ def down(layout: components.Layout) -> list[str]:
     Needs no binaries, so it works from any shell. Returns the names of what it stopped.
     """
     stopped = []
-    for name in reversed(components.COMPONENT_NAMES):
-        pid = _running_pid(layout, name)
+    # Processes started beside the control plane (the demo's operator) go first.
+    for name in ("trainkube", *reversed(components.COMPONENT_NAMES)):
+        pid = running_pid(layout, name)
         if pid is not None:
             _stop_group(pid)
             stopped.append(name)

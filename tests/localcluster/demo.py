@@ -1,62 +1,97 @@
-"""`make demo`: bring the local cluster up, install trainkube's CRDs, and show it working.
+"""`make demo`: the local cluster, trainkube's CRDs and operator, and a multi-node job on it.
 
-Until the operator and the trainer land, "working" means what the foundation and the API
-provide: the CRDs installed, the example jobs accepted and listed by `kubectl get trainkube`
-(with no status yet: no operator runs), a bad manifest refused with the field named, and the
-real scheduler placing a 2-node, 16-GPU indexed Job (the shape trainkube gives a multi-node
-DeepSpeed attempt) onto the fake GPU nodes. Each step prints what it does; the cluster stays up
-for `kubectl` afterwards.
+The local cluster's GPU nodes are fake (KWOK plays their kubelets), so nothing trains here
+yet: the demo shows what the operator does with a job — plan, children, workers placed by the
+real scheduler, status and Events — and ends the workers as a test would (by annotation,
+labelled as such). Real CPU training through the operator needs the local node agent that runs
+pod containers as processes (a later issue); `trainkube plan -f examples/` and the trainer's
+own tests train for real. The cluster and the operator stay up for `kubectl` afterwards.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from tests.localcluster import nodes
-from tests.localcluster.cluster import REPO_ROOT, ClusterError, LocalCluster
+from tests.localcluster.cluster import REPO_ROOT, ClusterError, LocalCluster, running_pid
 
 NAMESPACE = "trainkube-demo"
-JOB = "demo-gang"
-NODE_COLUMNS = (
-    "NAME:.metadata.name,"
-    r"GPUS:.status.capacity.nvidia\.com/gpu,"
-    r"PRODUCT:.metadata.labels.nvidia\.com/gpu\.product,"
-    "CPU:.status.capacity.cpu,MEMORY:.status.capacity.memory,"
-    'READY:.status.conditions[?(@.type=="Ready")].status'
-)
+JOB = "llama-1b"
+OPERATOR = "trainkube"
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def _gang_job(*, workers: int, gpus_per_worker: int) -> dict[str, object]:
+def _job() -> dict[str, object]:
     return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": JOB, "namespace": NAMESPACE},
+        "apiVersion": "trainkube.io/v1alpha1",
+        "kind": "LLMTrainingJob",
+        "metadata": {"name": JOB},
         "spec": {
-            "completionMode": "Indexed",
-            "completions": workers,
-            "parallelism": workers,
-            "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "worker",
-                            "image": "trainkube/trainer:cpu",
-                            "resources": {"limits": {nodes.GPU_RESOURCE: str(gpus_per_worker)}},
-                        }
-                    ],
+            "model": {
+                "architecture": {
+                    "layers": 16,
+                    "hiddenSize": 2048,
+                    "heads": 32,
+                    "kvHeads": 8,
+                    "vocabSize": 128256,
+                    "contextLength": 4096,
                 }
+            },
+            "data": {"builtin": "tiny-stories", "sequenceLength": 4096},
+            "training": {"maxSteps": 20000, "globalBatchSize": 256, "learningRate": 3e-4},
+            "resources": {
+                "nodes": 2,
+                "gpusPerNode": 8,
+                "gpuMemory": "24Gi",
+                "cpuMemoryPerNode": "512Gi",
             },
         },
     }
+
+
+def start_operator(cluster: LocalCluster) -> None:
+    """Run `trainkube operator` in the background (its pid file lets `make down` stop it)."""
+    pid_file = cluster.layout.pids_dir / f"{OPERATOR}.pid"
+    if running_pid(cluster.layout, OPERATOR) is not None:
+        print("the operator is already running")
+        return
+    log = (cluster.layout.logs_dir / "operator.log").open("ab")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / OPERATOR),
+            "operator",
+            "--liveness=http://127.0.0.1:18080/healthz",
+            "--metrics-port=19090",
+        ],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    pid_file.write_text(str(process.pid))
+    print(f"operator started (log: {cluster.layout.logs_dir / 'operator.log'}, metrics on :19090)")
+
+
+def _wait(cluster: LocalCluster, jsonpath: str, value: str, what: str, timeout_s: int = 90) -> None:
+    cluster.kubectl(
+        "wait",
+        f"--for=jsonpath={jsonpath}={value}",
+        f"llmtrainingjob/{JOB}",
+        "-n",
+        NAMESPACE,
+        f"--timeout={timeout_s}s",
+    )
+    print(what)
 
 
 def run(cluster: LocalCluster) -> None:
@@ -66,57 +101,56 @@ def run(cluster: LocalCluster) -> None:
     verb = "started" if started else "reused the running cluster"
     print(f"{verb} in {time.monotonic() - start:.1f} s")
 
-    crds = sorted(Path(REPO_ROOT / "crds").glob("*.yaml"))
-    _step(f"installing trainkube CRDs ({len(crds)} in crds/)")
-    for crd in crds:
+    _step("installing trainkube's CRDs and starting the operator")
+    for crd in sorted(Path(REPO_ROOT / "crds").glob("*.yaml")):
         print(
             cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd)).strip()
         )
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+    start_operator(cluster)
 
-    _step("applying the example jobs (no operator runs yet, so they stay without status)")
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
-    cluster.kubectl("create", "namespace", NAMESPACE)
-    for example in sorted(Path(REPO_ROOT / "examples").glob("0[1-3]-*.yaml")):
-        print(cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(example)).strip())
-    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
+    _step("the planner, offline: trainkube plan -f examples/")
+    plan = subprocess.run(
+        [str(Path(sys.executable).parent / "trainkube"), "plan", "-f", str(REPO_ROOT / "examples")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(plan.stdout.strip())
 
     _step("a bad manifest is refused at apply time, with the field named")
     bad = yaml.safe_load((REPO_ROOT / "examples" / "01-tiny-pretrain-cpu.yaml").read_text())
-    bad["metadata"]["name"] = "bad-stage"
     bad["spec"]["parallelism"] = {"zeroStage": 4}
     try:
-        cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=yaml.safe_dump(bad))
+        cluster.kubectl("apply", "--dry-run=server", "-f", "-", input_text=yaml.safe_dump(bad))
     except ClusterError as refused:
         print(str(refused).split("failed: ", 1)[-1])
 
-    _step("GPU nodes (fake, played by KWOK) as the scheduler sees them")
-    print(cluster.kubectl("get", "nodes", "-o", f"custom-columns={NODE_COLUMNS}"))
-
-    _step("a 2-worker x 8-GPU indexed Job, placed by the real scheduler")
+    _step(f"a 1B Llama on 2 nodes x 8 GPUs of 24 GiB: kubectl apply -n {NAMESPACE}")
+    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
+    cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl(
         "wait", "--for=create", "serviceaccount/default", "-n", NAMESPACE, "--timeout=30s"
     )
-    job = _gang_job(workers=2, gpus_per_worker=8)
-    cluster.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(job))
-    cluster.kubectl(
-        "wait", "--for=jsonpath={.status.ready}=2", f"job/{JOB}", "-n", NAMESPACE, "--timeout=60s"
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=yaml.safe_dump(_job()))
+    _wait(cluster, "{.status.phase}", "Running", "all workers running")
+    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
+    print(cluster.kubectl("get", "jobs,pods,svc,configmaps", "-n", NAMESPACE, "-o", "wide"))
+    plan_reason = cluster.kubectl(
+        "get", "llmtrainingjob", JOB, "-n", NAMESPACE, "-o", "jsonpath={.status.plan.reason}"
     )
-    print(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide"))
+    print(f"plan: {plan_reason}")
 
-    _step("both workers exit 0; the Job controller completes the Job")
-    names = cluster.kubectl(
-        "get", "pods", "-n", NAMESPACE, "-l", f"job-name={JOB}", "-o", "name"
-    ).split()
-    finish = [f"{key}={value}" for key, value in nodes.finish_annotations(exit_code=0).items()]
-    for name in names:
-        cluster.kubectl("annotate", "-n", NAMESPACE, name, *finish)
-    cluster.kubectl(
-        "wait", "--for=condition=Complete", f"job/{JOB}", "-n", NAMESPACE, "--timeout=60s"
-    )
-    print(cluster.kubectl("get", "job", JOB, "-n", NAMESPACE))
+    _step("the workers end with exit code 0 (simulated: the fake GPU nodes run nothing)")
+    for pod in cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "name").split():
+        finish = [f"{k}={v}" for k, v in nodes.finish_annotations(exit_code=0).items()]
+        cluster.kubectl("annotate", "-n", NAMESPACE, pod, *finish)
+    _wait(cluster, "{.status.phase}", "Succeeded", "the job succeeded")
+    described = cluster.kubectl("describe", "llmtrainingjob", JOB, "-n", NAMESPACE)
+    print(described[described.index("Events:") :].strip())
+    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
 
-    _step("the cluster stays up; point kubectl at it with")
+    _step("the cluster and the operator stay up; point kubectl at them with")
     print(f"export KUBECONFIG={cluster.kubeconfig}\nexport PATH={cluster.bin_dir}:$PATH")
-    print("stop it with: make down")
+    print("stop everything with: make down")
