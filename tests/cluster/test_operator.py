@@ -322,6 +322,10 @@ def test_a_fine_tune_waits_for_the_job_it_builds_on(
     run = RunConfig.model_validate(json.loads(config.data["run.json"]))
     assert run.model.path == "/models/shared/base/model"
     assert run.method == "lora"
+    _wait_condition(api_client, namespace, "adapt", "Running", plural="finetunejobs")
+    for pod in _pods(api_client, namespace, "adapt"):
+        _finish(api_client, namespace, pod, 0)
+    _wait_condition(api_client, namespace, "adapt", "Succeeded", plural="finetunejobs")
 
 
 def test_a_restarted_operator_creates_no_duplicates(
@@ -543,3 +547,33 @@ def test_two_replicas_never_act_at_once_and_the_standby_takes_over(
     finally:
         standby.stop()
         operator.start()  # the session's operator again, for the tests after this one
+
+
+@pytest.mark.usefixtures("operator")
+def test_an_eval_job_runs_its_workers_and_succeeds(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EvalJob",
+        "metadata": {"name": "judge"},
+        "spec": {
+            "model": {"hub": {"id": "meta-llama/Llama-3.2-1B"}},
+            "baseline": {"hub": {"id": "meta-llama/Llama-3.2-1B-Instruct"}},
+            "evaluations": [{"name": "held-out", "perplexity": {"builtin": "tiny-stories"}}],
+            "gates": [{"metric": "held-out.perplexity", "maxRegression": 1.0}],
+            "resources": {"nodes": 1, "gpusPerNode": 1},
+        },
+    }
+    _apply(crds, namespace, manifest)
+    _wait_condition(api_client, namespace, "judge", "Running", plural="evaljobs")
+    config = client.CoreV1Api(api_client).read_namespaced_config_map("judge-run-a1", namespace)
+    run = RunConfig.model_validate(json.loads(config.data["run.json"]))
+    assert run.task == "eval"
+    assert run.evaluation is not None
+    assert run.evaluation.baseline is not None
+    for pod in _pods(api_client, namespace, "judge"):
+        _finish(api_client, namespace, pod, 0)
+    _wait_condition(api_client, namespace, "judge", "Succeeded", plural="evaljobs")
+    row = crds.kubectl("get", "evaljob", "judge", "-n", namespace, "--no-headers").split()
+    assert row[1] == "Succeeded"

@@ -147,3 +147,15 @@ def test_lora_fine_tune_writes_an_adapter_that_changes_the_output(
         ).logits
     assert not torch.allclose(before, after, atol=1e-4)
     assert torch.allclose(after, merged, atol=1e-4)
+
+
+def test_zero3_with_optimizer_and_parameter_offload_trains_on_the_cpu(tmp_path: Path) -> None:
+    config = pretrain_config(tmp_path, stage=3, steps=20)
+    assert config.plan is not None
+    zero = config.plan.deepspeed["zero_optimization"]
+    zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    outcome = run(config, tmp_path)
+    assert outcome.exit_code == 0, outcome.log[-3000:]
+    assert outcome.result["step"] == 20
+    assert outcome.result["loss"] < 4.0

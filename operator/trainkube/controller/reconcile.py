@@ -109,8 +109,11 @@ def _resolvers(clients: Clients, namespace: str) -> tuple[Any, Any]:
 
     def output(ref: JobOutputRef) -> Output | None:
         found = _get_job(clients, namespace, ref)
-        if found is None:
-            raise InputFailed(f"{ref.kind} {ref.name!r} does not exist in namespace {namespace}")
+        if found is None:  # GitOps may create it a moment later: wait, and say so
+            raise runspec.InputNotReady(
+                f"waiting for {ref.kind} {ref.name!r}, which does not exist (yet) in namespace "
+                f"{namespace}"
+            )
         status = JobStatus.model_validate(found.get("status") or {})
         if is_true(status, ConditionType.FAILED):
             raise InputFailed(f"{ref.kind} {ref.name!r} failed, so its output will never exist")
