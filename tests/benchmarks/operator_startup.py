@@ -65,7 +65,7 @@ def main() -> None:
     cluster = LocalCluster.prepare()
     cluster.up()
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    config.load_kube_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+    config.load_kube_config(config_file=str(cluster.kubeconfig))
     api = client.ApiClient()
     with tempfile.TemporaryDirectory() as tmp:
         operator = OperatorProcess(cluster, Path(tmp) / "operator.log")

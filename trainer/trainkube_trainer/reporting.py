@@ -62,7 +62,11 @@ def sink_for(configmap: str | None, namespace: str | None) -> ConfigMapSink | No
     """The ConfigMap sink when running in a cluster with a report ConfigMap, else None."""
     if not configmap or not namespace or "KUBERNETES_SERVICE_HOST" not in os.environ:
         return None
-    return ConfigMapSink(configmap, namespace)
+    try:
+        return ConfigMapSink(configmap, namespace)
+    except Exception as error:
+        log("report-channel-unavailable", configmap=configmap, error=str(error))
+        return None
 
 
 class Reporter:

@@ -21,12 +21,19 @@ from kubernetes.dynamic import DynamicClient
 from trainkube.api import GROUP, KINDS, VERSION
 from trainkube.api.base import ApiModel
 from trainkube.api.common import JobOutputRef, ModelSource
-from trainkube.api.evaljob import EvalJob
+from trainkube.api.evaljob import EvalJob, EvalJobStatus
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
 from trainkube.api.status import ConditionType, JobStatus, Output, Reason
 from trainkube.controller import children, naming, runspec
-from trainkube.controller.status import Observed, derive, finished_at, is_true, parse_report
+from trainkube.controller.status import (
+    Observed,
+    derive,
+    eval_results,
+    finished_at,
+    is_true,
+    parse_report,
+)
 from trainkube.planner.from_spec import request_for
 from trainkube.planner.plan import Plan, PlanError, plan
 
@@ -242,7 +249,8 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
     job: ApiModel = kind.model.model_validate(dict(body))
     assert isinstance(job, LLMTrainingJob | FineTuneJob | EvalJob)
     name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    current = JobStatus.model_validate(body.get("status") or {})
+    status_model = EvalJobStatus if isinstance(job, EvalJob) else JobStatus
+    current = status_model.model_validate(body.get("status") or {})
     if _expired(body, job, current):
         clients.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
         return []
@@ -291,6 +299,8 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
     decision = derive(
         current, observed=observed, plan=chosen, plan_error=plan_error, waiting_for=waiting
     )
+    if isinstance(job, EvalJob) and (results := eval_results(observed.report)):
+        decision.status = decision.status.model_copy(update=results)
     if decision.create_attempt is not None and spec is not None:
         spec.run_config = spec.run_config.model_copy(update={"attempt": decision.create_attempt})
         _create_attempt(clients, body, job, decision.create_attempt, spec)

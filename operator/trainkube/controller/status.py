@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from trainkube.api.evaljob import GateResult, MetricResult
 from trainkube.api.status import (
     Attempt,
     CheckpointRecord,
@@ -135,6 +136,8 @@ def _failed_pod_message(pods: list[dict[str, Any]]) -> tuple[Reason, str]:
                 )
                 if code == 10:
                     reason = Reason.DIVERGED
+                if code == 12:
+                    reason = Reason.GATES_FAILED
                 detail = terminated.get("message") or ""
                 text = f"worker {index} ({pod['metadata']['name']}) exited with code {code} ({why})"
                 return reason, text + (f": {detail.strip()[:500]}" if detail else "")
@@ -173,6 +176,18 @@ def _checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[
                 path=event.get("path"),
             )
     return [by_step[s] for s in sorted(by_step)]
+
+
+def eval_results(report: dict[str, Any]) -> dict[str, Any]:
+    """An EvalJob's results, gate verdicts and passed/total from the trainer's last report."""
+    progress = report.get("progress.json") or {}
+    if "results" not in progress:
+        return {}
+    return {
+        "results": [MetricResult.model_validate(r) for r in progress["results"]],
+        "gates": [GateResult.model_validate(g) for g in progress.get("gates", [])],
+        "gates_passed": progress.get("gatesPassed"),
+    }
 
 
 def parse_report(data: dict[str, str] | None) -> dict[str, Any]:
