@@ -83,6 +83,30 @@ class OperatorProcess:
                 self.kill()
 
 
+class AgentProcess(OperatorProcess):
+    """The local CPU node agent as a real process; its node is Ready when `start` returns."""
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        command = [sys.executable, str(REPO / "tests" / "localcluster" / "agent.py")]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.cluster.kubectl("wait", "--for=create", "node/cpu-node-0", "--timeout=60s")
+        self.cluster.kubectl("wait", "--for=condition=Ready", "node/cpu-node-0", "--timeout=60s")
+
+
+@pytest.fixture(scope="session")
+def node_agent(
+    local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
+    agent = AgentProcess(local_cluster, tmp_path_factory.mktemp("agent") / "agent.log")
+    agent.start()
+    yield agent
+    agent.stop()
+
+
 @pytest.fixture(scope="session")
 def operator(
     crds: LocalCluster, tmp_path_factory: pytest.TempPathFactory

@@ -13,6 +13,7 @@ ended. Deleting a pod kills its process group. A pod succeeds only when its proc
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +43,14 @@ log = logging.getLogger("node-agent")
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_log(state: Path, namespace: str, pod: str) -> Path:
+    """Where the agent keeps the log of a pod's (first) container."""
+    folders = sorted((state / "pods").glob(f"{namespace}_{pod}_*"))
+    if not folders:
+        raise FileNotFoundError(f"no pod {namespace}/{pod} ran on {NODE}")
+    return next(folders[-1].glob("*.log"))
 
 
 def node_manifest(name: str = NODE, *, cpu: str = "16", memory: str = "64Gi") -> dict[str, Any]:
@@ -431,6 +440,14 @@ class Agent:
                     self._status(pod, phase="Failed", state={"terminated": terminated}, ready=False)
         self.reap(pods)
 
+    def shutdown(self) -> None:
+        """Kill every pod process (the node goes away with its agent)."""
+        for run in self.running.values():
+            if run.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.process.pid, signal.SIGKILL)
+                run.process.wait()
+
     def run(self) -> None:
         self.register()
         last_beat = time.monotonic()
@@ -454,7 +471,10 @@ def main() -> None:
         client.ApiClient(), layout.state_dir / "agent", Path(sys.executable).parent.parent
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    agent.run()
+    try:
+        agent.run()
+    finally:
+        agent.shutdown()
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ def down(layout: components.Layout) -> list[str]:
     """
     stopped = []
     # Processes started beside the control plane (the demo's operator) go first.
-    for name in ("trainkube", *reversed(components.COMPONENT_NAMES)):
+    for name in ("agent.py", "trainkube", *reversed(components.COMPONENT_NAMES)):
         pid = running_pid(layout, name)
         if pid is not None:
             _stop_group(pid)

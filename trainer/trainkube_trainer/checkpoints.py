@@ -138,6 +138,7 @@ class CheckpointManager:
             partial.rename(final)
             self._apply_retention()
             manifest["seconds"] = round(time.monotonic() - started, 3)
+            manifest["kept"] = [s for s, _ in self.published()]
         torch.distributed.barrier()
         return manifest
 

@@ -250,6 +250,7 @@ def _checkpoint(session: Session, loss: float, lr: float) -> None:
             path=f"step-{step}",
             bytes=manifest["bytes"],
             seconds=manifest["seconds"],
+            kept=manifest["kept"],
         )
 
 

@@ -165,9 +165,12 @@ def _progress(report: dict[str, Any], now: str) -> Progress | None:
 
 
 def _checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """Checkpoints on the volume: every one reported, less those retention has removed."""
     by_step = {c.step: c for c in known}
+    kept: list[int] | None = None
     for event in (report.get("progress.json") or {}).get("events", []):
         if event.get("type") == "checkpoint":
+            kept = event.get("kept", kept)
             by_step[int(event["step"])] = CheckpointRecord(
                 step=int(event["step"]),
                 loss=f"{event['loss']:.4f}" if isinstance(event.get("loss"), int | float) else None,
@@ -175,7 +178,7 @@ def _checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[
                 size_bytes=event.get("bytes"),
                 path=event.get("path"),
             )
-    return [by_step[s] for s in sorted(by_step)]
+    return [by_step[s] for s in sorted(by_step) if kept is None or s in kept]
 
 
 def eval_results(report: dict[str, Any]) -> dict[str, Any]:

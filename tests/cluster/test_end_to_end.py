@@ -1,0 +1,117 @@
+"""The whole chain on the local cluster, for real: the operator turns a tiny pre-training job
+into two worker processes (ZeRO-2 over gloo) on the CPU node agent, a LoRA fine-tune of its
+output, and an A/B evaluation of the two with gates."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.cluster.conftest import AgentProcess
+from tests.conftest import wait_for
+from tests.localcluster.agent import pod_log
+from tests.localcluster.cluster import LocalCluster
+
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION = "trainkube.io", "v1alpha1"
+
+
+def _example(name: str, **changes: Any) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((REPO / "examples" / name).read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = manifest
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return manifest
+
+
+def _status(api: Any, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    found: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, plural, name
+    )
+    return dict(found.get("status") or {})
+
+
+def _phase(
+    api: Any, namespace: str, plural: str, name: str, want: str, timeout_s: float
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        status = _status(api, namespace, plural, name)
+        if status.get("phase") == "Failed" and want != "Failed":
+            pytest.fail(f"{name} failed: {json.dumps(status.get('conditions'))}")
+        return status if status.get("phase") == want else None
+
+    found: dict[str, Any] = wait_for(check, timeout_s=timeout_s, interval_s=0.5)
+    return found
+
+
+@pytest.mark.usefixtures("operator")
+def test_pretrain_fine_tune_and_evaluate_for_real(
+    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+) -> None:
+    pretrain = _example("01-tiny-pretrain-cpu.yaml", **{"spec.training.maxSteps": 120})
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(pretrain))
+
+    # Progress shows while it runs: several distinct steps before it ends.
+    seen: set[int] = set()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        status = _status(api_client, namespace, "llmtrainingjobs", "tiny-pretrain")
+        if status.get("phase") == "Running" and status.get("progress"):
+            seen.add(int(status["progress"]["step"]))
+        if status.get("phase") in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.5)
+    status = _phase(api_client, namespace, "llmtrainingjobs", "tiny-pretrain", "Succeeded", 10)
+    assert len(seen) >= 2, seen
+    assert status["progress"]["steps"] == "120/120"
+    assert float(status["progress"]["loss"]) < 3.0
+    assert status["plan"]["zeroStage"] == 2
+    assert status["plan"]["dataParallelSize"] == 2
+    assert [c["step"] for c in status["checkpoints"]] == [100, 120]
+    assert status["output"] == {"modelPath": "tiny-pretrain-checkpoints:final/model"}
+    worker = (
+        client.CoreV1Api(api_client)
+        .list_namespaced_pod(
+            namespace, label_selector="batch.kubernetes.io/job-name=tiny-pretrain-a1"
+        )
+        .items[0]
+    )
+    log = pod_log(crds.layout.state_dir / "agent", namespace, worker.metadata.name).read_text()
+    assert '"world_size": 2' in log
+    assert "DeepSpeed info" in log or "deepspeed" in log.lower()
+
+    crds.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=yaml.safe_dump_all(
+            [
+                _example("02-lora-finetune.yaml", **{"spec.training.maxSteps": 20}),
+                _example("03-ab-eval.yaml"),
+            ]
+        ),
+    )
+    lora = _phase(api_client, namespace, "finetunejobs", "tiny-lora", "Succeeded", 240)
+    assert lora["output"] == {
+        "adapterPath": "tiny-lora-checkpoints:final/adapter",
+        "modelPath": "tiny-lora-checkpoints:final/model",
+    }
+    evaluation = _phase(api_client, namespace, "evaljobs", "tiny-ab", "Succeeded", 240)
+    metrics = {(r["evaluation"], r["metric"]): r for r in evaluation["results"]}
+    perplexity = metrics[("held-out", "perplexity")]
+    assert perplexity["value"] > 1
+    assert perplexity["baseline"] > 1
+    assert evaluation["gatesPassed"] == "2/2"
+    row = crds.kubectl("get", "evaljob", "tiny-ab", "-n", namespace, "--no-headers").split()
+    assert row[1:3] == ["Succeeded", "2/2"]
