@@ -1,97 +1,73 @@
-"""`make demo`: the local cluster, trainkube's CRDs and operator, and a multi-node job on it.
+"""`make demo`: the whole chain on the built-in local cluster, for real, on the CPU.
 
-The local cluster's GPU nodes are fake (KWOK plays their kubelets), so nothing trains here
-yet: the demo shows what the operator does with a job — plan, children, workers placed by the
-real scheduler, status and Events — and ends the workers as a test would (by annotation,
-labelled as such). Real CPU training through the operator needs the local node agent that runs
-pod containers as processes (a later issue); `trainkube plan -f examples/` and the trainer's
-own tests train for real. The cluster and the operator stay up for `kubectl` afterwards.
+The local control plane, trainkube's CRDs, the operator and the CPU node agent (which runs pod
+containers as local processes with the project's own trainer); then the examples in order — a
+tiny Llama pre-trained from scratch on 2 nodes with ZeRO-2, a LoRA fine-tune of its output, an
+A/B evaluation of the two with gates — with a progress line while they run, and at the end
+`kubectl get trainkube`, the evaluation results and where the models went. The cluster, the
+operator and the agent stay up for `kubectl` afterwards; `make down` stops everything.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from tests.localcluster import nodes
 from tests.localcluster.cluster import REPO_ROOT, ClusterError, LocalCluster, running_pid
 
 NAMESPACE = "trainkube-demo"
-JOB = "llama-1b"
-OPERATOR = "trainkube"
+EXAMPLES = ["01-tiny-pretrain-cpu.yaml", "02-lora-finetune.yaml", "03-ab-eval.yaml"]
+JOBS = [("llmtrainingjob", "tiny-pretrain"), ("finetunejob", "tiny-lora"), ("evaljob", "tiny-ab")]
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def _job() -> dict[str, object]:
-    return {
-        "apiVersion": "trainkube.io/v1alpha1",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": JOB},
-        "spec": {
-            "model": {
-                "architecture": {
-                    "layers": 16,
-                    "hiddenSize": 2048,
-                    "heads": 32,
-                    "kvHeads": 8,
-                    "vocabSize": 128256,
-                    "contextLength": 4096,
-                }
-            },
-            "data": {"builtin": "tiny-stories", "sequenceLength": 4096},
-            "training": {"maxSteps": 20000, "globalBatchSize": 256, "learningRate": 3e-4},
-            "resources": {
-                "nodes": 2,
-                "gpusPerNode": 8,
-                "gpuMemory": "24Gi",
-                "cpuMemoryPerNode": "512Gi",
-            },
-        },
-    }
-
-
-def start_operator(cluster: LocalCluster) -> None:
-    """Run `trainkube operator` in the background (its pid file lets `make down` stop it)."""
-    pid_file = cluster.layout.pids_dir / f"{OPERATOR}.pid"
-    if running_pid(cluster.layout, OPERATOR) is not None:
-        print("the operator is already running")
+def _background(cluster: LocalCluster, name: str, argv: list[str]) -> None:
+    """Start a long-running helper with a pid file (so `make down` stops it too)."""
+    if running_pid(cluster.layout, name) is not None:
+        print(f"{name} is already running")
         return
-    log = (cluster.layout.logs_dir / "operator.log").open("ab")
+    log = (cluster.layout.logs_dir / f"{name}.log").open("ab")
     process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / OPERATOR),
-            "operator",
-            "--liveness=http://127.0.0.1:18080/healthz",
-            "--metrics-port=19090",
-        ],
+        argv,
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    pid_file.write_text(str(process.pid))
-    print(f"operator started (log: {cluster.layout.logs_dir / 'operator.log'}, metrics on :19090)")
+    (cluster.layout.pids_dir / f"{name}.pid").write_text(str(process.pid))
+    print(f"started {name} (log: {cluster.layout.logs_dir / f'{name}.log'})")
 
 
-def _wait(cluster: LocalCluster, jsonpath: str, value: str, what: str, timeout_s: int = 90) -> None:
-    cluster.kubectl(
-        "wait",
-        f"--for=jsonpath={jsonpath}={value}",
-        f"llmtrainingjob/{JOB}",
-        "-n",
-        NAMESPACE,
-        f"--timeout={timeout_s}s",
-    )
-    print(what)
+def _status(cluster: LocalCluster, kind: str, name: str) -> dict[str, Any]:
+    text = cluster.kubectl("get", kind, name, "-n", NAMESPACE, "-o", "json")
+    return dict(json.loads(text).get("status") or {})
+
+
+def _progress_line(cluster: LocalCluster) -> tuple[str, bool]:
+    parts, done = [], True
+    for kind, name in JOBS:
+        status = _status(cluster, kind, name)
+        phase = status.get("phase") or "Pending"
+        progress = status.get("progress") or {}
+        detail = ""
+        if progress.get("steps"):
+            detail = f" {progress['steps']} loss {progress.get('loss', '-')}"
+        if kind == "evaljob" and status.get("gatesPassed"):
+            detail = f" gates {status['gatesPassed']}"
+        parts.append(f"{name}: {phase}{detail}")
+        done = done and phase in ("Succeeded", "Failed")
+    return " | ".join(parts), done
 
 
 def run(cluster: LocalCluster) -> None:
@@ -101,56 +77,99 @@ def run(cluster: LocalCluster) -> None:
     verb = "started" if started else "reused the running cluster"
     print(f"{verb} in {time.monotonic() - start:.1f} s")
 
-    _step("installing trainkube's CRDs and starting the operator")
+    _step("installing trainkube's CRDs; starting the operator and the CPU node agent")
     for crd in sorted(Path(REPO_ROOT / "crds").glob("*.yaml")):
         print(
             cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd)).strip()
         )
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
         cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
-    start_operator(cluster)
+    bin_dir = Path(sys.executable).parent
+    _background(
+        cluster,
+        "trainkube",
+        [
+            str(bin_dir / "trainkube"),
+            "operator",
+            "--liveness=http://127.0.0.1:18080/healthz",
+            "--metrics-port=19090",
+        ],
+    )
+    _background(
+        cluster,
+        "agent.py",
+        [sys.executable, str(REPO_ROOT / "tests" / "localcluster" / "agent.py")],
+    )
+    cluster.kubectl("wait", "--for=create", "node/cpu-node-0", "--timeout=60s")
+    cluster.kubectl("wait", "--for=condition=Ready", "node/cpu-node-0", "--timeout=60s")
+    print(cluster.kubectl("get", "nodes"))
 
-    _step("the planner, offline: trainkube plan -f examples/")
+    _step("what the planner chooses for each example (trainkube plan -f examples/)")
     plan = subprocess.run(
-        [str(Path(sys.executable).parent / "trainkube"), "plan", "-f", str(REPO_ROOT / "examples")],
+        [str(bin_dir / "trainkube"), "plan", "-f", str(REPO_ROOT / "examples")],
         capture_output=True,
         text=True,
         check=False,
     )
-    print(plan.stdout.strip())
+    print(
+        "\n".join(
+            line
+            for line in plan.stdout.splitlines()
+            if line.startswith(("LLM", "Fine", "Eval", "  plan:", "  why:"))
+        )
+    )
 
     _step("a bad manifest is refused at apply time, with the field named")
-    bad = yaml.safe_load((REPO_ROOT / "examples" / "01-tiny-pretrain-cpu.yaml").read_text())
+    bad = yaml.safe_load((REPO_ROOT / "examples" / EXAMPLES[0]).read_text())
     bad["spec"]["parallelism"] = {"zeroStage": 4}
     try:
         cluster.kubectl("apply", "--dry-run=server", "-f", "-", input_text=yaml.safe_dump(bad))
     except ClusterError as refused:
         print(str(refused).split("failed: ", 1)[-1])
 
-    _step(f"a 1B Llama on 2 nodes x 8 GPUs of 24 GiB: kubectl apply -n {NAMESPACE}")
-    cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true")
+    _step(f"kubectl apply -n {NAMESPACE} -f examples/ (pre-train, LoRA on its output, A/B eval)")
+    cluster.kubectl(
+        "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s"
+    )
     cluster.kubectl("create", "namespace", NAMESPACE)
     cluster.kubectl(
         "wait", "--for=create", "serviceaccount/default", "-n", NAMESPACE, "--timeout=30s"
     )
-    cluster.kubectl("apply", "-n", NAMESPACE, "-f", "-", input_text=yaml.safe_dump(_job()))
-    _wait(cluster, "{.status.phase}", "Running", "all workers running")
-    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
-    print(cluster.kubectl("get", "jobs,pods,svc,configmaps", "-n", NAMESPACE, "-o", "wide"))
-    plan_reason = cluster.kubectl(
-        "get", "llmtrainingjob", JOB, "-n", NAMESPACE, "-o", "jsonpath={.status.plan.reason}"
-    )
-    print(f"plan: {plan_reason}")
+    for example in EXAMPLES:
+        print(
+            cluster.kubectl(
+                "apply", "-n", NAMESPACE, "-f", str(REPO_ROOT / "examples" / example)
+            ).strip()
+        )
+    began, last = time.monotonic(), ""
+    while time.monotonic() - began < 900:
+        line, done = _progress_line(cluster)
+        if line != last:
+            print(f"[{time.monotonic() - began:5.0f} s] {line}", flush=True)
+            last = line
+        if done:
+            break
+        time.sleep(2)
 
-    _step("the workers end with exit code 0 (simulated: the fake GPU nodes run nothing)")
-    for pod in cluster.kubectl("get", "pods", "-n", NAMESPACE, "-o", "name").split():
-        finish = [f"{k}={v}" for k, v in nodes.finish_annotations(exit_code=0).items()]
-        cluster.kubectl("annotate", "-n", NAMESPACE, pod, *finish)
-    _wait(cluster, "{.status.phase}", "Succeeded", "the job succeeded")
-    described = cluster.kubectl("describe", "llmtrainingjob", JOB, "-n", NAMESPACE)
-    print(described[described.index("Events:") :].strip())
-    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
+    _report(cluster)
 
-    _step("the cluster and the operator stay up; point kubectl at them with")
+
+def _report(cluster: LocalCluster) -> None:
+    _step("kubectl get trainkube")
+    print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
+    _step("evaluation results (status.results and status.gates of tiny-ab)")
+    evaluation = _status(cluster, "evaljob", "tiny-ab")
+    for result in evaluation.get("results", []):
+        baseline = f" (baseline {result['baseline']:.4g})" if "baseline" in result else ""
+        name = f"{result['evaluation']}.{result['metric']}"
+        print(f"  {name}: {result['value']:.4g}{baseline}")
+    for gate in evaluation.get("gates", []):
+        verdict = "passed" if gate["passed"] else "FAILED"
+        print(f"  gate {gate['metric']}: {verdict} - {gate['message']}")
+    _step("where the models went (status.output; claims are folders in .localcluster/agent)")
+    for kind, name in JOBS[:2]:
+        print(f"  {name}: {json.dumps(_status(cluster, kind, name).get('output'))}")
+    _step("the cluster, the operator and the agent stay up; point kubectl at them with")
     print(f"export KUBECONFIG={cluster.kubeconfig}\nexport PATH={cluster.bin_dir}:$PATH")
+    print("worker logs: .localcluster/agent/pods/<namespace>_<pod>_*/trainer.log")
     print("stop everything with: make down")

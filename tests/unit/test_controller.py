@@ -290,3 +290,15 @@ def test_a_plan_that_does_not_fit_fails_without_children() -> None:
     assert decision.create_attempt is None
     failed = next(c for c in decision.status.conditions if c.type == "Failed")
     assert (failed.reason, failed.message) == ("DoesNotFit", "too big: 1 > 0")
+
+
+def test_workers_that_finished_before_the_job_completes_keep_the_job_running() -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    both = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running"), _pod(1, "Running")])
+    running = derive(first, observed=both, plan=PLAN).status
+    done = _observed(
+        attempt_job=_batch_job(), pods=[_pod(0, "Succeeded", code=0), _pod(1, "Running")]
+    )
+    decision = derive(running, observed=done, plan=PLAN)
+    assert decision.status.phase == "Running"
+    assert decision.events == []

@@ -252,8 +252,12 @@ def _observe_attempt(
         conds.mark(ConditionType.FAILED, True, reason, message, warn=True)
         updates["completion_time"] = now
         return Phase.FAILED
-    running = sum((p.get("status") or {}).get("phase") == "Running" for p in observed.pods)
+    phases = [(p.get("status") or {}).get("phase") for p in observed.pods]
+    running, finished = phases.count("Running"), phases.count("Succeeded")
     text = f"{running}/{observed.nodes} workers running (attempt {last.number})"
+    if finished and running + finished >= observed.nodes:
+        # Between the last worker's exit and the Job's Complete condition: still running.
+        return Phase.RUNNING
     if running >= observed.nodes:
         conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
         return Phase.RUNNING
