@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.localcluster.cluster import LocalCluster
+from tests.localcluster.cluster import LocalCluster, stop_helpers
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -40,6 +40,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def local_cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster.prepare()
     started = cluster.up()
+    # A reused cluster may still run the demo's operator and node agent: the tests start
+    # their own, and two node agents must never share a node.
+    stop_helpers(cluster.layout)
     yield cluster
     if started and os.environ.get("TRAINKUBE_KEEP_CLUSTER") != "1":
         cluster.down()

@@ -16,10 +16,22 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop every process of the cluster and delete its state")
     sub.add_parser("status", help="say whether the cluster is up, and where its files are")
     sub.add_parser("env", help="print the shell exports that point kubectl at the cluster")
-    sub.add_parser("demo", help="bring the cluster up, install the CRDs, show a GPU gang job")
+    sub.add_parser("demo", help="the whole chain on the local cluster (make demo)")
+    logs = sub.add_parser("logs", help="print the log of a pod the CPU node agent ran")
+    logs.add_argument("pod", help="NAMESPACE/POD")
     args = parser.parse_args(argv)
 
     layout = cluster.default_layout()
+    if args.command == "logs":
+        from tests.localcluster.agent import pod_log  # noqa: PLC0415 - needs the client
+
+        namespace, _, pod = args.pod.partition("/")
+        try:
+            print(pod_log(layout.state_dir / "agent", namespace, pod).read_text(), end="")
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "down":
         stopped = cluster.down(layout)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}; removed {layout.state_dir}")

@@ -264,9 +264,31 @@ class Agent:
                 HF_HUB_OFFLINE="1",
                 WANDB_MODE="offline",
                 TOKENIZERS_PARALLELISM="false",
-                TORCH_EXTENSIONS_DIR=str(Path.home() / ".cache" / "trainkube" / "torch_extensions"),
+                TORCH_EXTENSIONS_DIR=str(
+                    Path(
+                        os.environ.get("TRAINKUBE_CACHE_DIR", Path.home() / ".cache" / "trainkube")
+                    )
+                    / "torch_extensions"
+                ),
             )
         return env
+
+    def _env_sources(
+        self, namespace: str, container: dict[str, Any]
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+        """The Secrets and ConfigMaps the container's env refers to, decoded."""
+        secrets: dict[str, dict[str, str]] = {}
+        config_maps: dict[str, dict[str, str]] = {}
+        for item in container.get("env") or []:
+            source = item.get("valueFrom") or {}
+            if "secretKeyRef" in source and source["secretKeyRef"]["name"] not in secrets:
+                name = source["secretKeyRef"]["name"]
+                data = self.core.read_namespaced_secret(name, namespace).data or {}
+                secrets[name] = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            if "configMapKeyRef" in source and source["configMapKeyRef"]["name"] not in config_maps:
+                name = source["configMapKeyRef"]["name"]
+                config_maps[name] = self.core.read_namespaced_config_map(name, namespace).data or {}
+        return secrets, config_maps
 
     def _completions(self, pod: dict[str, Any]) -> int:
         job = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name")
@@ -289,11 +311,12 @@ class Agent:
         (pod_dir / "termination-log").write_text("")
         container = pod["spec"]["containers"][0]
         volumes = self._volumes(pod, pod_dir)
+        secrets, config_maps = self._env_sources(meta["namespace"], container)
         env = podplan.environment(
             pod,
             container,
-            secrets={},
-            config_maps={},
+            secrets=secrets,
+            config_maps=config_maps,
             base=self._base_env(pod, container.get("image", "")),
         )
         plan = podplan.plan_container(pod, container, volumes=volumes, env=env, pod_dir=pod_dir)

@@ -200,14 +200,27 @@ class LocalCluster:
         down(self.layout)
 
 
+HELPERS = ("agent.py", "trainkube")  # the demo's node agent and operator
+
+
+def stop_helpers(layout: components.Layout) -> list[str]:
+    """Stop the demo's node agent and operator, if running (tests start their own)."""
+    stopped = []
+    for name in HELPERS:
+        pid = running_pid(layout, name)
+        if pid is not None:
+            _stop_group(pid)
+            stopped.append(name)
+    return stopped
+
+
 def down(layout: components.Layout) -> list[str]:
     """Stop every recorded component (TERM, then KILL after 10 s) and delete the state.
 
     Needs no binaries, so it works from any shell. Returns the names of what it stopped.
     """
-    stopped = []
-    # Processes started beside the control plane (the demo's operator) go first.
-    for name in ("agent.py", "trainkube", *reversed(components.COMPONENT_NAMES)):
+    stopped = stop_helpers(layout)
+    for name in reversed(components.COMPONENT_NAMES):
         pid = running_pid(layout, name)
         if pid is not None:
             _stop_group(pid)
