@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         min_interval=reporting.min_interval_seconds,
         sink=sink_for(reporting.configmap, reporting.namespace) if env.is_main else None,
     )
+    reporter.state["attempt"] = config.attempt  # reports say which attempt they belong to
     log(
         "start",
         job=config.job,

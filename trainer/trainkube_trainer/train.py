@@ -251,6 +251,7 @@ def _checkpoint(session: Session, loss: float, lr: float) -> None:
             bytes=manifest["bytes"],
             seconds=manifest["seconds"],
             kept=manifest["kept"],
+            dataPosition=session.position,
         )
 
 

@@ -42,6 +42,10 @@ class Reason(StrEnum):
     DIVERGED = "Diverged"
     RESTARTS_EXHAUSTED = "RestartsExhausted"
     ROLLBACKS_EXHAUSTED = "RollbacksExhausted"
+    RESTARTING = "Restarting"
+    ROLLING_BACK = "RollingBack"
+    ESCALATED = "PlanEscalated"
+    ROLLBACK_REQUESTED = "RollbackRequested"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
@@ -147,6 +151,9 @@ class CheckpointRecord(ApiModel):
     time: str | None = Field(default=None, description="when it was published (RFC 3339).")
     size_bytes: int | None = Field(default=None, description="size on the volume.", ge=0)
     path: str | None = Field(default=None, description="folder on the checkpoint volume.")
+    data_position: int | None = Field(
+        default=None, description="data batches consumed when it was taken (for rollbacks)."
+    )
     valid: bool = Field(default=True, description="false when its checksums did not verify.")
 
 
@@ -160,6 +167,52 @@ class RollbackRecord(ApiModel):
     learning_rate: float = Field(description="the new peak learning rate.")
     skipped_batches: int = Field(default=0, description="data batches skipped.", ge=0)
     time: str = Field(description="when it happened (RFC 3339).")
+
+
+class SkipRange(ApiModel):
+    """Data batches [start, end) that training never uses (skipped by a rollback)."""
+
+    start: int = Field(description="first skipped batch index.", ge=0)
+    end: int = Field(description="batch index after the last skipped one.", ge=0)
+
+
+class PlanEscalation(ApiModel):
+    """Plan settings forced after out-of-memory failures (they win over spec.parallelism)."""
+
+    zero_stage: int | None = Field(default=None, description="ZeRO stage.")
+    offload_optimizer: str | None = Field(default=None, description="none, cpu or nvme.")
+    offload_parameters: str | None = Field(default=None, description="none, cpu or nvme.")
+    micro_batch_size: int | None = Field(default=None, description="sequences per GPU.")
+    activation_checkpointing: bool | None = Field(default=None, description="recompute.")
+
+
+class RecoveryState(ApiModel):
+    """What the next attempt inherits from the failures and rollbacks so far."""
+
+    restarts: int = Field(default=0, description="attempts started after failures.", ge=0)
+    learning_rate_factor: float = Field(
+        default=1.0, description="product of the lrFactor of every rollback so far.", gt=0
+    )
+    skip_batches: list[SkipRange] = Field(
+        default_factory=list, description="data batches skipped by rollbacks."
+    )
+    resume_step: int | None = Field(
+        default=None, description="checkpoint step the next attempt starts from (a rollback)."
+    )
+    fresh_start: bool = Field(
+        default=False,
+        description="the next attempt starts from step 0 (no checkpoint early enough).",
+    )
+    not_before: str | None = Field(
+        default=None, description="the next attempt starts no earlier than this (back-off)."
+    )
+    escalation: PlanEscalation | None = Field(
+        default=None, description="plan settings forced after out-of-memory failures."
+    )
+    handled_rollback_request: str | None = Field(
+        default=None,
+        description="the last trainkube.io/rollback-to annotation value acted on.",
+    )
 
 
 class Output(ApiModel):
@@ -194,5 +247,8 @@ class JobStatus(ApiModel):
         default_factory=list, description="rollbacks so far, oldest first."
     )
     output: Output | None = Field(default=None, description="where the result went.")
+    recovery: RecoveryState | None = Field(
+        default=None, description="what the next attempt inherits from failures and rollbacks."
+    )
     start_time: str | None = Field(default=None, description="first start (RFC 3339).")
     completion_time: str | None = Field(default=None, description="end (RFC 3339).")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ from trainkube.api.common import JobOutputRef, ModelSource
 from trainkube.api.evaljob import EvalJob, EvalJobStatus
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
-from trainkube.api.status import ConditionType, JobStatus, Output, Reason
+from trainkube.api.status import ConditionType, JobStatus, Output, PlanEscalation, Reason
 from trainkube.controller import children, naming, runspec
 from trainkube.controller.status import (
     Observed,
@@ -34,8 +34,11 @@ from trainkube.controller.status import (
     is_true,
     parse_report,
 )
+from trainkube.planner.escalate import escalate
 from trainkube.planner.from_spec import request_for
-from trainkube.planner.plan import Plan, PlanError, plan
+from trainkube.planner.memory import Device
+from trainkube.planner.plan import Overrides, Plan, PlanError, PlanRequest, plan
+from trainkube.runconfig import Fault
 
 FIELD_MANAGER = "trainkube-operator"
 MODELS = {kind.kind: kind for kind in KINDS}
@@ -237,10 +240,113 @@ def _created_claim(job: runspec.Job, name: str) -> str | None:
     return None
 
 
+def with_escalation(request: PlanRequest, status: JobStatus) -> PlanRequest:
+    """The request with the plan settings earlier out-of-memory failures forced."""
+    found = status.recovery.escalation if status.recovery else None
+    if found is None:
+        return request
+    return replace(
+        request,
+        overrides=Overrides(
+            zero_stage=found.zero_stage,
+            offload_optimizer=Device(found.offload_optimizer) if found.offload_optimizer else None,
+            offload_parameters=Device(found.offload_parameters)
+            if found.offload_parameters
+            else None,
+            micro_batch_size=found.micro_batch_size,
+            activation_checkpointing=found.activation_checkpointing,
+        ),
+    )
+
+
+def _escalation(request: PlanRequest, current: Plan | None) -> tuple[PlanEscalation, str] | None:
+    if current is None:
+        return None
+    try:
+        found = escalate(request, current)
+    except PlanError:
+        return None
+    if found is None:
+        return None
+    _, overrides, what = found
+    return (
+        PlanEscalation(
+            zero_stage=overrides.zero_stage,
+            offload_optimizer=overrides.offload_optimizer.value
+            if overrides.offload_optimizer
+            else None,
+            offload_parameters=overrides.offload_parameters.value
+            if overrides.offload_parameters
+            else None,
+            micro_batch_size=overrides.micro_batch_size,
+            activation_checkpointing=overrides.activation_checkpointing,
+        ),
+        what,
+    )
+
+
+def _divergence(report: dict[str, Any], attempt: int) -> dict[str, Any] | None:
+    """The trainer's divergence report, if it belongs to attempt `attempt`."""
+    result = report.get("result.json") or {}
+    if result.get("outcome") != "diverged" or result.get("attempt") != attempt:
+        return None
+    divergence: dict[str, Any] = result.get("divergence") or {}
+    return divergence
+
+
+FAULT_ANNOTATION = f"{GROUP}/fault"
+
+
+def _fault(body: dict[str, Any], attempt: int) -> Fault | None:
+    """A deliberate fault for tests and demos (annotation trainkube.io/fault, JSON), first
+    attempt only."""
+    text = (body["metadata"].get("annotations") or {}).get(FAULT_ANNOTATION)
+    if not text or attempt != 1:
+        return None
+    try:
+        return Fault.model_validate(json.loads(text))
+    except ValueError:
+        log.warning("ignoring unreadable %s annotation", FAULT_ANNOTATION)
+        return None
+
+
 def _expired(body: dict[str, Any], job: runspec.Job, current: JobStatus) -> bool:
     ttl = job.spec.ttl_seconds_after_finished
     finished = finished_at(current)
     return ttl is not None and finished is not None and time.time() - finished > ttl
+
+
+def _start_attempt(
+    clients: Clients,
+    body: dict[str, Any],
+    job: runspec.Job,
+    decision: Any,
+    spec: runspec.WorkerSpec,
+    request: PlanRequest | None,
+    chosen: Plan | None,
+    output: Any,
+) -> None:
+    """Create the next attempt; after failures and rollbacks, with what recovery decided."""
+    number = decision.create_attempt
+    state = decision.status.recovery
+    if number > 1 and state is not None and not isinstance(job, EvalJob):
+        spec = runspec.worker_spec(
+            job,
+            namespace=body["metadata"]["namespace"],
+            plan=plan(with_escalation(request, decision.status)) if request else chosen,
+            attempt=runspec.Attempt(
+                number=number,
+                lr_factor=state.learning_rate_factor,
+                skip_batches=tuple((r.start, r.end) for r in state.skip_batches),
+                resume_step=state.resume_step,
+                fresh_start=state.fresh_start,
+            ),
+            resolve=output,
+        )
+    spec.run_config = spec.run_config.model_copy(
+        update={"attempt": number, "fault": _fault(body, number)}
+    )
+    _create_attempt(clients, body, job, number, spec)
 
 
 def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, str]]:
@@ -258,9 +364,11 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
 
     chosen: Plan | None = None
     plan_error = waiting = None
+    request = None
     if not isinstance(job, EvalJob):
         try:
-            chosen = plan(request_for(job, source))
+            request = with_escalation(request_for(job, source), current)
+            chosen = plan(request)
         except PlanError as error:
             if "was not found" in str(error):
                 waiting = str(error)
@@ -282,19 +390,27 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
             waiting = str(error)
         except InputFailed as error:
             plan_error = str(error)
+    pods = _pods(clients, namespace, attempt_job)
+    report = _report(clients, namespace, name)
+    training = not isinstance(job, EvalJob)
     observed = Observed(
         generation=int(body["metadata"].get("generation") or 1),
         nodes=job.spec.resources.nodes,
         suspend=job.spec.suspend,
         attempt_job=attempt_job,
-        pods=_pods(clients, namespace, attempt_job),
-        report=_report(clients, namespace, name),
+        pods=pods,
+        report=report,
         output=spec.output if spec else None,
         now=_now(),
         deadline_seconds=job.spec.active_deadline_seconds,
         missing=_missing(clients, namespace, spec, _created_claim(job, name))
         if spec is not None and attempt_job is None
         else None,
+        failure_policy=job.spec.failure_policy if not isinstance(job, EvalJob) else None,
+        rollback_policy=job.spec.rollback if not isinstance(job, EvalJob) else None,
+        divergence=_divergence(report, number),
+        escalation=_escalation(request, chosen) if training and request is not None else None,
+        base_lr=job.spec.training.learning_rate if not isinstance(job, EvalJob) else 0.0,
     )
     decision = derive(
         current, observed=observed, plan=chosen, plan_error=plan_error, waiting_for=waiting
@@ -302,8 +418,7 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
     if isinstance(job, EvalJob) and (results := eval_results(observed.report)):
         decision.status = decision.status.model_copy(update=results)
     if decision.create_attempt is not None and spec is not None:
-        spec.run_config = spec.run_config.model_copy(update={"attempt": decision.create_attempt})
-        _create_attempt(clients, body, job, decision.create_attempt, spec)
+        _start_attempt(clients, body, job, decision, spec, request, chosen, output)
     if decision.delete_attempt and attempt_job is not None:
         clients.batch.delete_namespaced_job(
             attempt_job["metadata"]["name"], namespace, propagation_policy="Background"

@@ -156,6 +156,7 @@ class Attempt:
     lr_factor: float = 1.0
     skip_batches: tuple[tuple[int, int], ...] = ()
     resume_step: int | None = None
+    fresh_start: bool = False
 
 
 def worker_spec(
@@ -203,6 +204,7 @@ def worker_spec(
             interval=js.checkpoints.interval,
             keep_last=js.checkpoints.keep_last,
             keep_every=js.checkpoints.keep_every,
+            resume=not attempt.fresh_start,
             resume_step=attempt.resume_step,
         )
     run_output = None

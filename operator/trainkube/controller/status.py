@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from trainkube.api.common import FailurePolicy, Rollback
 from trainkube.api.evaljob import GateResult, MetricResult
 from trainkube.api.status import (
     Attempt,
@@ -20,10 +21,12 @@ from trainkube.api.status import (
     MemoryBreakdown,
     Output,
     Phase,
+    PlanEscalation,
     PlanStatus,
     Progress,
     Reason,
 )
+from trainkube.controller import recovery
 from trainkube.planner.plan import Plan
 
 TERMINAL = (ConditionType.SUCCEEDED, ConditionType.FAILED)
@@ -44,6 +47,13 @@ class Observed:
     deadline_seconds: int | None = None
     # A Secret or claim the pods need that does not exist: (reason, message).
     missing: tuple[Reason, str] | None = None
+    # Recovery (training kinds only): the policies, the trainer's divergence report for the
+    # latest attempt, the plan escalation the planner offers, the spec's learning rate.
+    failure_policy: FailurePolicy | None = None
+    rollback_policy: Rollback | None = None
+    divergence: dict[str, Any] | None = None
+    escalation: tuple[PlanEscalation, str] | None = None
+    base_lr: float = 0.0
 
 
 @dataclass
@@ -177,6 +187,7 @@ def _checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[
                 time=event.get("time"),
                 size_bytes=event.get("bytes"),
                 path=event.get("path"),
+                data_position=event.get("dataPosition"),
             )
     return [by_step[s] for s in sorted(by_step) if kept is None or s in kept]
 
@@ -223,10 +234,92 @@ class _Conditions:
             self.events.append(("Warning" if warn else "Normal", reason.value, message))
 
 
+def _after_failure(
+    conds: _Conditions,
+    current: JobStatus,
+    observed: Observed,
+    attempts: list[Attempt],
+    updates: dict[str, Any],
+) -> Phase | None:
+    """Decide about a failed attempt (once); None when the next attempt may start now."""
+    last, now = attempts[-1], observed.now
+    if last.end_time is None:
+        reason, message = _failed_pod_message(observed.pods)
+        message = f"attempt {last.number} failed: {message}"
+        attempts[-1] = last.model_copy(
+            update={"end_time": now, "reason": reason, "message": message}
+        )
+        outcome = (
+            recovery.after_failure(
+                recovery.Failure(last.number, reason, message, observed.divergence),
+                failure_policy=observed.failure_policy,
+                rollback=observed.rollback_policy or Rollback(enabled=False),
+                status=current,
+                escalation=observed.escalation,
+                base_lr=observed.base_lr,
+                now=now,
+            )
+            if observed.failure_policy is not None
+            else recovery.Outcome(terminal=(reason, message))
+        )
+        if outcome.terminal is not None:
+            why, text = outcome.terminal
+            conds.mark(ConditionType.RUNNING, False, why, text, warn=True)
+            conds.mark(ConditionType.FAILED, True, why, text, warn=True)
+            updates["completion_time"] = now
+            return Phase.FAILED
+        updates["recovery"] = outcome.recovery
+        if outcome.rollback is not None:
+            updates["rollbacks"] = [*current.rollbacks, outcome.rollback]
+            conds.mark(ConditionType.ROLLING_BACK, True, outcome.reason, outcome.message, warn=True)
+        conds.mark(ConditionType.RUNNING, False, outcome.reason, outcome.message, warn=True)
+    state = updates.get("recovery") or current.recovery
+    if state is None:  # decided by an operator without recovery: final
+        return Phase.FAILED
+    if state.not_before and state.not_before > now:
+        rolling = is_true_in(conds, ConditionType.ROLLING_BACK)
+        return Phase.ROLLING_BACK if rolling else Phase.PENDING
+    return None
+
+
+def is_true_in(conds: _Conditions, kind: ConditionType) -> bool:
+    found = condition(conds.items, kind)
+    return found is not None and found.status == "True"
+
+
+def _next_attempt(
+    conds: _Conditions,
+    current: JobStatus,
+    observed: Observed,
+    attempts: list[Attempt],
+    updates: dict[str, Any],
+) -> tuple[Phase, int]:
+    number = attempts[-1].number + 1
+    state = updates.get("recovery") or current.recovery
+    attempts.append(
+        Attempt(
+            number=number,
+            start_time=observed.now,
+            resumed_from_step=state.resume_step if state else None,
+            learning_rate=observed.base_lr * (state.learning_rate_factor if state else 1.0),
+        )
+    )
+    conds.mark(
+        ConditionType.RUNNING, False, Reason.WORKERS_STARTING, f"attempt {number}: creating workers"
+    )
+    rolling = is_true_in(conds, ConditionType.ROLLING_BACK)
+    return (Phase.ROLLING_BACK if rolling else Phase.PENDING), number
+
+
 def _observe_attempt(
-    conds: _Conditions, observed: Observed, attempts: list[Attempt], updates: dict[str, Any]
-) -> Phase:
-    """Phase from the latest attempt's batch Job and pods; ends the attempt when it ended."""
+    conds: _Conditions,
+    current: JobStatus,
+    observed: Observed,
+    attempts: list[Attempt],
+    updates: dict[str, Any],
+) -> tuple[Phase, int | None]:
+    """Phase from the latest attempt's batch Job and pods; ends the attempt when it ended.
+    Also the number of the attempt to start next, when one is due."""
     job, now = observed.attempt_job, observed.now
     last = attempts[-1] if attempts else Attempt(number=1, start_time=now)
     if not attempts:
@@ -238,31 +331,30 @@ def _observe_attempt(
             ConditionType.SUCCEEDED, True, Reason.COMPLETED, f"attempt {last.number} completed"
         )
         updates.update(completion_time=now, output=observed.output)
-        return Phase.SUCCEEDED
+        return Phase.SUCCEEDED, None
     failed = _job_condition(job, "Failed") or any(
         (p.get("status") or {}).get("phase") == "Failed" for p in observed.pods
     )
     if failed:
-        reason, message = _failed_pod_message(observed.pods)
-        message = f"attempt {last.number} failed: {message}"
-        attempts[-1] = last.model_copy(
-            update={"end_time": now, "reason": reason, "message": message}
-        )
-        conds.mark(ConditionType.RUNNING, False, reason, message, warn=True)
-        conds.mark(ConditionType.FAILED, True, reason, message, warn=True)
-        updates["completion_time"] = now
-        return Phase.FAILED
+        phase = _after_failure(conds, current, observed, attempts, updates)
+        if phase is not None:
+            return phase, None
+        return _next_attempt(conds, current, observed, attempts, updates)
     phases = [(p.get("status") or {}).get("phase") for p in observed.pods]
     running, finished = phases.count("Running"), phases.count("Succeeded")
     text = f"{running}/{observed.nodes} workers running (attempt {last.number})"
     if finished and running + finished >= observed.nodes:
         # Between the last worker's exit and the Job's Complete condition: still running.
-        return Phase.RUNNING
+        return Phase.RUNNING, None
+    rolling = is_true_in(conds, ConditionType.ROLLING_BACK)
     if running >= observed.nodes:
         conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
-        return Phase.RUNNING
+        if rolling:
+            resumed = f"rollback done: training resumed in attempt {last.number}"
+            conds.mark(ConditionType.ROLLING_BACK, False, Reason.RESUMED, resumed)
+        return Phase.RUNNING, None
     conds.mark(ConditionType.RUNNING, False, Reason.WORKERS_STARTING, text)
-    return Phase.PLANNED
+    return (Phase.ROLLING_BACK if rolling else Phase.PLANNED), None
 
 
 def _seconds(stamp: str) -> float:
@@ -356,5 +448,7 @@ def derive(
         )
         decision.create_attempt = number
         return decision
-    phase = _observe_attempt(conds, observed, attempts, updates)
-    return finish(phase, attempts=attempts, **updates)
+    phase, next_number = _observe_attempt(conds, current, observed, attempts, updates)
+    decision = finish(phase, attempts=attempts, **updates)
+    decision.create_attempt = next_number
+    return decision

@@ -1,0 +1,153 @@
+"""What happens after an attempt fails: restart, escalate the plan, roll back, or give up.
+
+Pure: the caller passes the failure (reason, message, the trainer's divergence report), the
+policy from the spec, the job's status and, for an out-of-memory failure, the escalated plan
+the planner offers. Rollbacks do not count against maxRestarts; failures and OOM restarts do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from trainkube.api.common import FailurePolicy, Rollback
+from trainkube.api.status import (
+    JobStatus,
+    PlanEscalation,
+    Reason,
+    RecoveryState,
+    RollbackRecord,
+    SkipRange,
+)
+
+MAX_BACKOFF_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Failure:
+    attempt: int
+    reason: Reason
+    message: str
+    divergence: dict[str, Any] | None = None  # step, loss, rule (the trainer's result.json)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Either a next attempt (recovery set) or the end (terminal set)."""
+
+    recovery: RecoveryState | None = None
+    terminal: tuple[Reason, str] | None = None
+    rollback: RollbackRecord | None = None
+    reason: Reason = Reason.RESTARTING
+    message: str = ""
+
+
+def _later(now: str, seconds: float) -> str:
+    moment = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return (moment + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rollback(
+    failure: Failure,
+    policy: Rollback,
+    status: JobStatus,
+    state: RecoveryState,
+    *,
+    base_lr: float,
+    now: str,
+) -> Outcome:
+    divergence = failure.divergence or {}
+    step = int(divergence.get("step", 0))
+    if len(status.rollbacks) >= policy.max_rollbacks:
+        return Outcome(
+            terminal=(
+                Reason.ROLLBACKS_EXHAUSTED,
+                f"training diverged at step {step} ({divergence.get('rule', 'unknown rule')}) "
+                f"after {len(status.rollbacks)} rollbacks; maxRollbacks is {policy.max_rollbacks}",
+            )
+        )
+    limit = step - policy.steps_back
+    earlier = [c for c in status.checkpoints if c.step <= limit and c.valid]
+    target = max(earlier, key=lambda c: c.step) if earlier else None
+    factor = state.learning_rate_factor * policy.lr_factor
+    start = (
+        (target.data_position if target and target.data_position is not None else target.step)
+        if target
+        else 0
+    )
+    skips = list(state.skip_batches)
+    if policy.skip_batches:
+        skips.append(SkipRange(start=start, end=start + policy.skip_batches))
+    record = RollbackRecord(
+        detected_at_step=step,
+        loss=str(divergence.get("loss")),
+        rule=str(divergence.get("rule", "")),
+        from_checkpoint_step=target.step if target else 0,
+        learning_rate=base_lr * factor,
+        skipped_batches=policy.skip_batches,
+        time=now,
+    )
+    origin = f"checkpoint step-{target.step}" if target else "step 0 (no checkpoint early enough)"
+    message = (
+        f"diverged at step {step} ({record.rule}): rolling back to {origin}, learning rate "
+        f"x{factor:g} = {record.learning_rate:g}, skipping {policy.skip_batches} batches "
+        f"(rollback {len(status.rollbacks) + 1} of {policy.max_rollbacks})"
+    )
+    recovery = state.model_copy(
+        update={
+            "learning_rate_factor": factor,
+            "skip_batches": skips,
+            "resume_step": target.step if target else None,
+            "fresh_start": target is None,
+            "not_before": now,
+        }
+    )
+    return Outcome(recovery=recovery, rollback=record, reason=Reason.ROLLING_BACK, message=message)
+
+
+def after_failure(
+    failure: Failure,
+    *,
+    failure_policy: FailurePolicy,
+    rollback: Rollback,
+    status: JobStatus,
+    escalation: tuple[PlanEscalation, str] | None,
+    base_lr: float,
+    now: str,
+) -> Outcome:
+    """The next step after attempt `failure.attempt` ended with `failure`."""
+    state = status.recovery or RecoveryState()
+    if failure.reason is Reason.DIVERGED and rollback.enabled and failure.divergence:
+        return _rollback(failure, rollback, status, state, base_lr=base_lr, now=now)
+    if state.restarts >= failure_policy.max_restarts:
+        return Outcome(
+            terminal=(
+                Reason.RESTARTS_EXHAUSTED,
+                f"{failure.message}; all {failure_policy.max_restarts} restarts "
+                "(failurePolicy.maxRestarts) are used",
+            )
+        )
+    restarts = state.restarts + 1
+    update: dict[str, Any] = {"restarts": restarts, "resume_step": None, "fresh_start": False}
+    reason, what = Reason.RESTARTING, ""
+    if failure.reason is Reason.OUT_OF_MEMORY and failure_policy.escalate_on_oom:
+        if escalation is None:
+            return Outcome(
+                terminal=(
+                    Reason.OUT_OF_MEMORY,
+                    f"{failure.message}; no plan uses less memory: give the job more GPUs, "
+                    "more memory, or NVMe",
+                )
+            )
+        update["escalation"], what = escalation[0], f"; plan escalated: {escalation[1]}"
+        reason = Reason.ESCALATED
+        delay = 0.0
+    else:
+        delay = min(failure_policy.backoff_seconds * 2 ** (restarts - 1), MAX_BACKOFF_SECONDS)
+    update["not_before"] = _later(now, delay)
+    message = (
+        f"{failure.message}{what}; restart {restarts} of {failure_policy.max_restarts} from the "
+        f"newest checkpoint in {delay:g} s"
+    )
+    return Outcome(recovery=state.model_copy(update=update), reason=reason, message=message)
