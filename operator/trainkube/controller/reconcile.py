@@ -346,6 +346,17 @@ def _start_attempt(
     spec.run_config = spec.run_config.model_copy(
         update={"attempt": number, "fault": _fault(body, number)}
     )
+    if number > 1:
+        # Workers of the failed attempt that still run (a collective waiting on a lost peer)
+        # must stop before the new gang starts.
+        previous = naming.attempt_job_name(body["metadata"]["name"], number - 1)
+        try:
+            clients.batch.delete_namespaced_job(
+                previous, body["metadata"]["namespace"], propagation_policy="Background"
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
     _create_attempt(clients, body, job, number, spec)
 
 

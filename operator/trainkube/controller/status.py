@@ -204,6 +204,17 @@ def eval_results(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _with_resume_step(attempts: list[Attempt], report: dict[str, Any]) -> list[Attempt]:
+    """The step the latest attempt resumed from, as its trainer reported it."""
+    progress = report.get("progress.json") or {}
+    if not attempts or progress.get("attempt") != attempts[-1].number:
+        return attempts
+    for event in progress.get("events", []):
+        if event.get("type") == "resumed" and attempts[-1].resumed_from_step is None:
+            attempts[-1] = attempts[-1].model_copy(update={"resumed_from_step": event["step"]})
+    return attempts
+
+
 def parse_report(data: dict[str, str] | None) -> dict[str, Any]:
     """The report ConfigMap's data, parsed (unreadable documents are ignored)."""
     parsed: dict[str, Any] = {}
@@ -417,8 +428,8 @@ def derive(
     progress = _progress(observed.report, now)
     if progress is not None:
         updates["progress"] = progress
+    attempts = _with_resume_step(list(current.attempts), observed.report)
     updates["checkpoints"] = _checkpoints(observed.report, list(current.checkpoints))
-    attempts = list(current.attempts)
     if _past_deadline(current, observed):
         message = f"activeDeadlineSeconds ({observed.deadline_seconds} s) exceeded"
         conds.mark(ConditionType.RUNNING, False, Reason.DEADLINE_EXCEEDED, message, warn=True)

@@ -1,0 +1,177 @@
+"""The operator recovers jobs without a person: on fake GPU nodes (KWOK) for out-of-memory,
+plain failures and budgets; with real training on the CPU node agent for a loss spike (rollback)
+and a worker killed mid-run (resume from the newest checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.cluster.conftest import AgentProcess
+from tests.cluster.test_operator import (
+    _apply,
+    _condition,
+    _finish,
+    _job,
+    _training_job,
+    _wait_condition,
+)
+from tests.conftest import wait_for
+from tests.localcluster.cluster import LocalCluster
+from trainkube.runconfig import RunConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _attempt_pods(api: Any, namespace: str, job: str, attempt: int) -> list[Any]:
+    selector = f"batch.kubernetes.io/job-name={job}-a{attempt}"
+    return list(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items)
+
+
+def _run_config(api: Any, namespace: str, job: str, attempt: int) -> RunConfig:
+    config = client.CoreV1Api(api).read_namespaced_config_map(f"{job}-run-a{attempt}", namespace)
+    return RunConfig.model_validate(json.loads(config.data["run.json"]))
+
+
+@pytest.mark.usefixtures("operator")
+def test_an_oom_killed_worker_gets_a_next_attempt_with_an_escalated_plan(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    _apply(crds, namespace, _training_job("oomy"))
+    _wait_condition(api_client, namespace, "oomy", "Running")
+    before = _job(api_client, namespace, "oomy")["status"]["plan"]
+    pods = sorted(_attempt_pods(api_client, namespace, "oomy", 1), key=lambda p: p.metadata.name)
+    _finish(api_client, namespace, pods[1], 137, "OOMKilled")
+
+    wait_for(lambda: _attempt_pods(api_client, namespace, "oomy", 2), timeout_s=30)
+    status = _job(api_client, namespace, "oomy")["status"]
+    assert [a["number"] for a in status["attempts"]] == [1, 2]
+    assert status["attempts"][0]["reason"] == "OutOfMemory"
+    escalation = status["recovery"]["escalation"]
+    assert escalation["microBatchSize"] == before["microBatchSize"] // 2
+    run = _run_config(api_client, namespace, "oomy", 2)
+    assert run.plan is not None
+    assert run.plan.deepspeed["train_micro_batch_size_per_gpu"] == before["microBatchSize"] // 2
+    assert run.plan.deepspeed["train_batch_size"] == 64  # the global batch never changes
+    _wait_condition(api_client, namespace, "oomy", "Running")
+    described = crds.kubectl("describe", "llmtrainingjob", "oomy", "-n", namespace)
+    assert "PlanEscalated" in described
+
+
+@pytest.mark.usefixtures("operator")
+def test_failures_restart_the_gang_until_the_budget_is_used(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    manifest = _training_job("flaky", nodes_=1, gpus=1)
+    manifest["spec"]["failurePolicy"] = {"maxRestarts": 1, "backoffSeconds": 0}
+    _apply(crds, namespace, manifest)
+    _wait_condition(api_client, namespace, "flaky", "Running")
+    _finish(api_client, namespace, _attempt_pods(api_client, namespace, "flaky", 1)[0], 1)
+    wait_for(lambda: _attempt_pods(api_client, namespace, "flaky", 2), timeout_s=30)
+    _wait_condition(api_client, namespace, "flaky", "Running")
+    # The failed attempt's Job is gone; the new one runs.
+    jobs = client.BatchV1Api(api_client).list_namespaced_job(namespace).items
+    assert [j.metadata.name for j in jobs] == ["flaky-a2"]
+
+    _finish(api_client, namespace, _attempt_pods(api_client, namespace, "flaky", 2)[0], 1)
+    failed = _wait_condition(api_client, namespace, "flaky", "Failed")
+    assert failed["reason"] == "RestartsExhausted"
+    assert "all 1 restarts (failurePolicy.maxRestarts) are used" in failed["message"]
+
+
+def _real_job(name: str, **changes: Any) -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load(
+        (REPO / "examples" / "01-tiny-pretrain-cpu.yaml").read_text()
+    )
+    manifest["metadata"]["name"] = name
+    spec = manifest["spec"]
+    spec["training"].update(maxSteps=60, evalInterval=0, logInterval=5)
+    spec["checkpoints"] = {"interval": 10, "keepLast": 10, "createVolume": {"size": "1Gi"}}
+    spec["rollback"] = {
+        "rule": {"window": 10, "threshold": 6.0, "patience": 2},
+        "stepsBack": 10,
+        "lrFactor": 0.5,
+        "skipBatches": 5,
+        "maxRollbacks": 1,
+    }
+    spec["failurePolicy"] = {"maxRestarts": 2, "backoffSeconds": 0}
+    for key, value in changes.items():
+        manifest["metadata" if key == "annotations" else "spec"][key] = value
+    return manifest
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_loss_spike_rolls_back_once_and_the_job_completes(
+    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+) -> None:
+    manifest = _real_job("spiky", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
+    _apply(crds, namespace, manifest)
+    done = wait_for(
+        lambda: (
+            (s := _job(api_client, namespace, "spiky").get("status") or {}).get("phase")
+            in ("Succeeded", "Failed")
+            and s
+        ),
+        timeout_s=300,
+        interval_s=1,
+    )
+    assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
+    [rollback] = done["rollbacks"]
+    assert rollback["detectedAtStep"] == 46  # batches poisoned from 45, patience 2
+    assert rollback["fromCheckpointStep"] <= 46 - 10
+    assert rollback["fromCheckpointStep"] == 30
+    assert rollback["learningRate"] == pytest.approx(0.0015)
+    assert rollback["skippedBatches"] == 5
+    assert rollback["rule"].startswith("spike: ")
+    assert [a["number"] for a in done["attempts"]] == [1, 2]
+    assert done["attempts"][0]["reason"] == "Diverged"
+    assert done["attempts"][1]["resumedFromStep"] == 30
+    assert done["progress"]["steps"] == "60/60"
+    assert float(done["progress"]["loss"]) < float(rollback["loss"])
+    run = _run_config(api_client, namespace, "spiky", 2)
+    assert run.recovery.lr_factor == 0.5
+    [(start, end)] = run.recovery.skip_batches
+    assert end - start == 5
+    rolling = _condition(_job(api_client, namespace, "spiky"), "RollingBack")
+    assert rolling is not None
+    assert rolling["status"] == "False"
+    described = crds.kubectl("describe", "llmtrainingjob", "spiky", "-n", namespace)
+    assert "RollingBack" in described
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_worker_killed_mid_training_resumes_from_the_newest_checkpoint(
+    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+) -> None:
+    manifest = _real_job("killed")
+    manifest["spec"]["training"]["maxSteps"] = 200
+    _apply(crds, namespace, manifest)
+
+    def checkpointed() -> bool:
+        status = _job(api_client, namespace, "killed").get("status") or {}
+        return any(c["step"] >= 20 for c in status.get("checkpoints", []))
+
+    wait_for(checkpointed, timeout_s=180, interval_s=0.5)
+    killed_at = int(_job(api_client, namespace, "killed")["status"]["progress"]["step"])
+    victim = _attempt_pods(api_client, namespace, "killed", 1)[1]
+    client.CoreV1Api(api_client).delete_namespaced_pod(victim.metadata.name, namespace)
+    done = wait_for(
+        lambda: (
+            (s := _job(api_client, namespace, "killed").get("status") or {}).get("phase")
+            in ("Succeeded", "Failed")
+            and s
+        ),
+        timeout_s=300,
+        interval_s=1,
+    )
+    assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
+    assert [a["number"] for a in done["attempts"]] == [1, 2]
+    assert done["recovery"]["restarts"] == 1
+    assert done["progress"]["steps"] == "200/200"
+    # The new gang resumed from the newest checkpoint: at most one interval (10 steps) lost.
+    assert done["attempts"][1]["resumedFromStep"] >= killed_at - 10
