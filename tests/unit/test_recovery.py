@@ -153,3 +153,24 @@ def test_escalation_goes_smaller_micro_batch_then_recompute_then_next_stage() ->
     assert steps[0].startswith("micro-batch ")
     assert any(s == "activation checkpointing on" for s in steps)
     assert any("ZeRO-" in s and "->" in s for s in steps)
+
+
+def test_a_requested_rollback_restarts_from_the_checkpoint_at_or_before_the_step() -> None:
+    status = _with_checkpoints(_running())
+    seen = _observed(
+        attempt_job=_batch_job(),
+        pods=[_pod(0, "Running"), _pod(1, "Running")],
+        rollback_request="25",
+        base_lr=3e-3,
+    )
+    decision = derive(status, observed=seen, plan=PLAN)
+    assert decision.create_attempt == 2
+    assert decision.status.phase == "RollingBack"
+    assert decision.status.rollbacks[0].from_checkpoint_step == 20
+    assert decision.status.rollbacks[0].rule == "requested: trainkube.io/rollback-to=25"
+    assert decision.status.recovery is not None
+    assert decision.status.recovery.resume_step == 20
+    # Acted on once: the same annotation value does nothing more.
+    again = derive(decision.status, observed=seen, plan=PLAN)
+    assert again.create_attempt is None
+    assert len(again.status.rollbacks) == 1

@@ -295,6 +295,7 @@ def _divergence(report: dict[str, Any], attempt: int) -> dict[str, Any] | None:
 
 
 FAULT_ANNOTATION = f"{GROUP}/fault"
+ROLLBACK_ANNOTATION = f"{GROUP}/rollback-to"
 
 
 def _fault(body: dict[str, Any], attempt: int) -> Fault | None:
@@ -422,6 +423,9 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
         divergence=_divergence(report, number),
         escalation=_escalation(request, chosen) if training and request is not None else None,
         base_lr=job.spec.training.learning_rate if not isinstance(job, EvalJob) else 0.0,
+        rollback_request=(body["metadata"].get("annotations") or {}).get(ROLLBACK_ANNOTATION)
+        if training
+        else None,
     )
     decision = derive(
         current, observed=observed, plan=chosen, plan_error=plan_error, waiting_for=waiting

@@ -25,6 +25,8 @@ from trainkube.api.status import (
     PlanStatus,
     Progress,
     Reason,
+    RecoveryState,
+    RollbackRecord,
 )
 from trainkube.controller import recovery
 from trainkube.planner.plan import Plan
@@ -54,6 +56,8 @@ class Observed:
     divergence: dict[str, Any] | None = None
     escalation: tuple[PlanEscalation, str] | None = None
     base_lr: float = 0.0
+    # The value of the trainkube.io/rollback-to annotation (a step), when set.
+    rollback_request: str | None = None
 
 
 @dataclass
@@ -368,6 +372,65 @@ def _observe_attempt(
     return (Phase.ROLLING_BACK if rolling else Phase.PLANNED), None
 
 
+def _requested_rollback(
+    conds: _Conditions,
+    current: JobStatus,
+    observed: Observed,
+    attempts: list[Attempt],
+    updates: dict[str, Any],
+) -> int | None:
+    """A person asked for a rollback (annotation trainkube.io/rollback-to=<step>): stop the
+    running attempt and start the next from the newest checkpoint at or before that step."""
+    raw = observed.rollback_request
+    state = current.recovery or RecoveryState()
+    if raw is None or raw == state.handled_rollback_request or not attempts:
+        return None
+    try:
+        step = int(raw)
+    except ValueError:
+        conds.mark(
+            ConditionType.ROLLING_BACK,
+            False,
+            Reason.INVALID_SPEC,
+            f"annotation trainkube.io/rollback-to={raw!r} is not a step number; nothing done",
+            warn=True,
+        )
+        updates["recovery"] = state.model_copy(update={"handled_rollback_request": raw})
+        return None
+    earlier = [c for c in current.checkpoints if c.step <= step and c.valid]
+    target = max(earlier, key=lambda c: c.step) if earlier else None
+    origin = f"checkpoint step-{target.step}" if target else "step 0 (no checkpoint that early)"
+    message = f"rollback to step {step} requested by annotation: restarting from {origin}"
+    record = RollbackRecord(
+        detected_at_step=int(current.progress.step if current.progress else 0),
+        rule=f"requested: trainkube.io/rollback-to={raw}",
+        from_checkpoint_step=target.step if target else 0,
+        learning_rate=observed.base_lr * state.learning_rate_factor,
+        time=observed.now,
+    )
+    updates["rollbacks"] = [*current.rollbacks, record]
+    updates["recovery"] = state.model_copy(
+        update={
+            "resume_step": target.step if target else None,
+            "fresh_start": target is None,
+            "not_before": observed.now,
+            "handled_rollback_request": raw,
+        }
+    )
+    last = attempts[-1]
+    if last.end_time is None:
+        attempts[-1] = last.model_copy(
+            update={
+                "end_time": observed.now,
+                "reason": Reason.ROLLBACK_REQUESTED,
+                "message": message,
+            }
+        )
+    conds.mark(ConditionType.ROLLING_BACK, True, Reason.ROLLBACK_REQUESTED, message)
+    _, number = _next_attempt(conds, current, observed, attempts, updates)
+    return number
+
+
 def _seconds(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
@@ -383,6 +446,26 @@ def finished_at(status: JobStatus) -> float | None:
     if not any(is_true(status, kind) for kind in TERMINAL) or not status.completion_time:
         return None
     return _seconds(status.completion_time)
+
+
+def _deadline_exceeded(
+    conds: _Conditions,
+    observed: Observed,
+    attempts: list[Attempt],
+    updates: dict[str, Any],
+    finish: Any,
+) -> Decision:
+    now = observed.now
+    message = f"activeDeadlineSeconds ({observed.deadline_seconds} s) exceeded"
+    conds.mark(ConditionType.RUNNING, False, Reason.DEADLINE_EXCEEDED, message, warn=True)
+    conds.mark(ConditionType.FAILED, True, Reason.DEADLINE_EXCEEDED, message, warn=True)
+    if attempts and attempts[-1].end_time is None:
+        attempts[-1] = attempts[-1].model_copy(
+            update={"end_time": now, "reason": Reason.DEADLINE_EXCEEDED}
+        )
+    decision: Decision = finish(Phase.FAILED, attempts=attempts, completion_time=now, **updates)
+    decision.delete_attempt = observed.attempt_job is not None
+    return decision
 
 
 def derive(
@@ -431,16 +514,7 @@ def derive(
     attempts = _with_resume_step(list(current.attempts), observed.report)
     updates["checkpoints"] = _checkpoints(observed.report, list(current.checkpoints))
     if _past_deadline(current, observed):
-        message = f"activeDeadlineSeconds ({observed.deadline_seconds} s) exceeded"
-        conds.mark(ConditionType.RUNNING, False, Reason.DEADLINE_EXCEEDED, message, warn=True)
-        conds.mark(ConditionType.FAILED, True, Reason.DEADLINE_EXCEEDED, message, warn=True)
-        if attempts and attempts[-1].end_time is None:
-            attempts[-1] = attempts[-1].model_copy(
-                update={"end_time": now, "reason": Reason.DEADLINE_EXCEEDED}
-            )
-        decision = finish(Phase.FAILED, attempts=attempts, completion_time=now, **updates)
-        decision.delete_attempt = observed.attempt_job is not None
-        return decision
+        return _deadline_exceeded(conds, observed, attempts, updates, finish)
     if observed.attempt_job is None and observed.missing is not None:
         reason, message = observed.missing
         conds.mark(ConditionType.RUNNING, False, reason, message, warn=True)
@@ -458,6 +532,11 @@ def derive(
             Phase.PLANNED, attempts=attempts, start_time=current.start_time or now, **updates
         )
         decision.create_attempt = number
+        return decision
+    requested = _requested_rollback(conds, current, observed, attempts, updates)
+    if requested is not None:
+        decision = finish(Phase.ROLLING_BACK, attempts=attempts, **updates)
+        decision.create_attempt = requested
         return decision
     phase, next_number = _observe_attempt(conds, current, observed, attempts, updates)
     decision = finish(phase, attempts=attempts, **updates)
