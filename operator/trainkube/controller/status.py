@@ -245,8 +245,9 @@ class _Conditions:
         self.items, changed = set_condition(
             self.items, kind, value, reason, message, now=self.now, generation=self.generation
         )
-        if changed and (value or kind is ConditionType.RUNNING):
-            self.events.append(("Warning" if warn else "Normal", reason.value, message))
+        event = ("Warning" if warn else "Normal", reason.value, message)
+        if changed and (value or kind is ConditionType.RUNNING) and event not in self.events:
+            self.events.append(event)
 
 
 def _after_failure(
