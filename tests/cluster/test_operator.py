@@ -164,17 +164,18 @@ def test_status_follows_the_workers_from_running_to_succeeded(
 
 
 @pytest.mark.usefixtures("operator")
-def test_a_failed_worker_fails_the_attempt_and_says_why(
+def test_a_failed_worker_with_no_restarts_left_fails_the_job_and_says_why(
     api_client: Any, crds: LocalCluster, namespace: str
 ) -> None:
-    _apply(crds, namespace, _training_job("oom"))
+    _apply(crds, namespace, _training_job("oom", failurePolicy={"maxRestarts": 0}))
     _wait_condition(api_client, namespace, "oom", "Running")
     pods = sorted(_pods(api_client, namespace, "oom"), key=lambda p: p.metadata.name)
     _finish(api_client, namespace, pods[1], 137, "OOMKilled")
     failed = _wait_condition(api_client, namespace, "oom", "Failed")
-    assert failed["reason"] == "OutOfMemory"
+    assert failed["reason"] == "RestartsExhausted"
     assert "worker 1" in failed["message"]
     assert "exited with code 137 (OOMKilled)" in failed["message"]
+    assert _job(api_client, namespace, "oom")["status"]["attempts"][0]["reason"] == "OutOfMemory"
     assert _job(api_client, namespace, "oom")["status"]["phase"] == "Failed"
 
 

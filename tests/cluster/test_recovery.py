@@ -175,3 +175,19 @@ def test_a_worker_killed_mid_training_resumes_from_the_newest_checkpoint(
     assert done["progress"]["steps"] == "200/200"
     # The new gang resumed from the newest checkpoint: at most one interval (10 steps) lost.
     assert done["attempts"][1]["resumedFromStep"] >= killed_at - 10
+
+
+@pytest.mark.usefixtures("operator")
+def test_more_spikes_than_max_rollbacks_end_in_failed(
+    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+) -> None:
+    manifest = _real_job("unstable", annotations={"trainkube.io/fault": '{"spikeAtStep": 25}'})
+    manifest["spec"]["rollback"]["maxRollbacks"] = 0
+    _apply(crds, namespace, manifest)
+    failed = _wait_condition(api_client, namespace, "unstable", "Failed", timeout_s=240)
+    assert failed["reason"] == "RollbacksExhausted"
+    assert "training diverged at step 26" in failed["message"]
+    assert "maxRollbacks is 0" in failed["message"]
+    status = _job(api_client, namespace, "unstable")["status"]
+    assert [a["number"] for a in status["attempts"]] == [1]
+    assert status["rollbacks"] == []
