@@ -28,6 +28,7 @@ from trainkube.api.status import ConditionType, JobStatus, Output, PlanEscalatio
 from trainkube.controller import children, naming, runspec
 from trainkube.controller.status import (
     Observed,
+    attempt_failed,
     derive,
     eval_results,
     finished_at,
@@ -106,8 +107,17 @@ class InputFailed(Exception):  # noqa: N818 - a state of another job
 
 
 def _resolvers(clients: Clients, namespace: str) -> tuple[Any, Any]:
+    """Look-ups of other jobs (shape for the planner, output for the run config); each job is
+    read once per reconcile."""
+    read: dict[JobOutputRef, dict[str, Any] | None] = {}
+
+    def job_of(ref: JobOutputRef) -> dict[str, Any] | None:
+        if ref not in read:
+            read[ref] = _get_job(clients, namespace, ref)
+        return read[ref]
+
     def source(ref: JobOutputRef) -> ModelSource | None:
-        found = _get_job(clients, namespace, ref)
+        found = job_of(ref)
         if found is None:
             return None
         parsed = MODELS[ref.kind.value].model.model_validate(found)
@@ -118,7 +128,7 @@ def _resolvers(clients: Clients, namespace: str) -> tuple[Any, Any]:
         return None
 
     def output(ref: JobOutputRef) -> Output | None:
-        found = _get_job(clients, namespace, ref)
+        found = job_of(ref)
         if found is None:  # GitOps may create it a moment later: wait, and say so
             raise runspec.InputNotReady(
                 f"waiting for {ref.kind} {ref.name!r}, which does not exist (yet) in namespace "
@@ -421,7 +431,10 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
         failure_policy=job.spec.failure_policy if not isinstance(job, EvalJob) else None,
         rollback_policy=job.spec.rollback if not isinstance(job, EvalJob) else None,
         divergence=_divergence(report, number),
-        escalation=_escalation(request, chosen) if training and request is not None else None,
+        # Escalating walks the planner's ladder: only worth it when an attempt just failed.
+        escalation=_escalation(request, chosen)
+        if training and request is not None and attempt_failed(attempt_job, pods)
+        else None,
         base_lr=job.spec.training.learning_rate if not isinstance(job, EvalJob) else 0.0,
         rollback_request=(body["metadata"].get("annotations") or {}).get(ROLLBACK_ANNOTATION)
         if training

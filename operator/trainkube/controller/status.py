@@ -72,9 +72,13 @@ def condition(conditions: list[Condition], kind: ConditionType) -> Condition | N
     return next((c for c in conditions if c.type == kind), None)
 
 
-def is_true(status: JobStatus, kind: ConditionType) -> bool:
-    found = condition(status.conditions, kind)
+def _true(conditions: list[Condition], kind: ConditionType) -> bool:
+    found = condition(conditions, kind)
     return found is not None and found.status == "True"
+
+
+def is_true(status: JobStatus, kind: ConditionType) -> bool:
+    return _true(status.conditions, kind)
 
 
 def set_condition(
@@ -132,6 +136,13 @@ def _job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | No
         if cond.get("type") == kind and cond.get("status") == "True":
             return dict(cond)
     return None
+
+
+def attempt_failed(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
+    """Whether an attempt's batch Job failed, or any of its workers did."""
+    return bool(_job_condition(job, "Failed")) or any(
+        (p.get("status") or {}).get("phase") == "Failed" for p in pods
+    )
 
 
 def _failed_pod_message(pods: list[dict[str, Any]]) -> tuple[Reason, str]:
@@ -293,14 +304,9 @@ def _after_failure(
     if state is None:  # decided by an operator without recovery: final
         return Phase.FAILED
     if state.not_before and state.not_before > now:
-        rolling = is_true_in(conds, ConditionType.ROLLING_BACK)
+        rolling = _true(conds.items, ConditionType.ROLLING_BACK)
         return Phase.ROLLING_BACK if rolling else Phase.PENDING
     return None
-
-
-def is_true_in(conds: _Conditions, kind: ConditionType) -> bool:
-    found = condition(conds.items, kind)
-    return found is not None and found.status == "True"
 
 
 def _next_attempt(
@@ -323,7 +329,7 @@ def _next_attempt(
     conds.mark(
         ConditionType.RUNNING, False, Reason.WORKERS_STARTING, f"attempt {number}: creating workers"
     )
-    rolling = is_true_in(conds, ConditionType.ROLLING_BACK)
+    rolling = _true(conds.items, ConditionType.ROLLING_BACK)
     return (Phase.ROLLING_BACK if rolling else Phase.PENDING), number
 
 
@@ -348,10 +354,7 @@ def _observe_attempt(
         )
         updates.update(completion_time=now, output=observed.output)
         return Phase.SUCCEEDED, None
-    failed = _job_condition(job, "Failed") or any(
-        (p.get("status") or {}).get("phase") == "Failed" for p in observed.pods
-    )
-    if failed:
+    if attempt_failed(job, observed.pods):
         phase = _after_failure(conds, current, observed, attempts, updates)
         if phase is not None:
             return phase, None
@@ -362,7 +365,7 @@ def _observe_attempt(
     if finished and running + finished >= observed.nodes:
         # Between the last worker's exit and the Job's Complete condition: still running.
         return Phase.RUNNING, None
-    rolling = is_true_in(conds, ConditionType.ROLLING_BACK)
+    rolling = _true(conds.items, ConditionType.ROLLING_BACK)
     if running >= observed.nodes:
         conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
         if rolling:
