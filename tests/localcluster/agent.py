@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from trainkube import timestamps
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -39,10 +41,6 @@ from tests.localcluster.cluster import default_layout
 NODE = "cpu-node-0"
 STORAGE_CLASS = "local"
 log = logging.getLogger("node-agent")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_log(state: Path, namespace: str, pod: str) -> Path:
@@ -118,7 +116,7 @@ class Agent:
                 raise
 
     def heartbeat(self) -> None:
-        now = _now()
+        now = timestamps.now()
         ready = {
             "type": "Ready",
             "status": "True",
@@ -347,7 +345,7 @@ class Agent:
             start_new_session=True,
         )
         log_file.close()
-        started = _now()
+        started = timestamps.now()
         self.running[key] = Running(process, pod_dir, started)
         self._status(pod, phase="Running", state={"running": {"startedAt": started}}, ready=True)
         log.info("started %s/%s (pid %d)", meta["namespace"], meta["name"], process.pid)
@@ -356,7 +354,7 @@ class Agent:
         self, pod: dict[str, Any], *, phase: str, state: dict[str, Any], ready: bool
     ) -> None:
         container = pod["spec"]["containers"][0]
-        now = _now()
+        now = timestamps.now()
         conditions = [
             {
                 "type": kind,
@@ -410,7 +408,7 @@ class Agent:
                 "exitCode": code,
                 "reason": reason,
                 "startedAt": run.started,
-                "finishedAt": _now(),
+                "finishedAt": timestamps.now(),
             }
             if message:
                 terminated["message"] = message

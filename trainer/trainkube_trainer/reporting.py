@@ -15,13 +15,12 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from trainkube import timestamps
 
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+now = timestamps.now
 
 
 def _write_atomically(path: Path, data: dict[str, Any]) -> None:

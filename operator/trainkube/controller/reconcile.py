@@ -11,13 +11,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
+from trainkube import timestamps
 from trainkube.api import GROUP, KINDS, VERSION
 from trainkube.api.base import ApiModel
 from trainkube.api.common import JobOutputRef, ModelSource
@@ -83,10 +83,6 @@ class Clients:
             field_manager=FIELD_MANAGER,
             force_conflicts=True,
         )
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _get_job(clients: Clients, namespace: str, ref: JobOutputRef) -> dict[str, Any] | None:
@@ -423,7 +419,7 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
         pods=pods,
         report=report,
         output=spec.output if spec else None,
-        now=_now(),
+        now=timestamps.now(),
         deadline_seconds=job.spec.active_deadline_seconds,
         missing=_missing(clients, namespace, spec, _created_claim(job, name))
         if spec is not None and attempt_job is None

@@ -8,9 +8,9 @@ the planner offers. Rollbacks do not count against maxRestarts; failures and OOM
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from trainkube import timestamps
 from trainkube.api.common import FailurePolicy, Rollback
 from trainkube.api.status import (
     JobStatus,
@@ -41,11 +41,6 @@ class Outcome:
     rollback: RollbackRecord | None = None
     reason: Reason = Reason.RESTARTING
     message: str = ""
-
-
-def _later(now: str, seconds: float) -> str:
-    moment = datetime.strptime(now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return (moment + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _rollback(
@@ -145,7 +140,7 @@ def after_failure(
         delay = 0.0
     else:
         delay = min(failure_policy.backoff_seconds * 2 ** (restarts - 1), MAX_BACKOFF_SECONDS)
-    update["not_before"] = _later(now, delay)
+    update["not_before"] = timestamps.later(now, delay)
     message = (
         f"{failure.message}{what}; restart {restarts} of {failure_policy.max_restarts} from the "
         f"newest checkpoint in {delay:g} s"

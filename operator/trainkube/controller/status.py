@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from trainkube import timestamps
 from trainkube.api.common import FailurePolicy, Rollback
 from trainkube.api.evaljob import GateResult, MetricResult
 from trainkube.api.status import (
@@ -435,21 +435,20 @@ def _requested_rollback(
     return number
 
 
-def _seconds(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
 def _past_deadline(current: JobStatus, observed: Observed) -> bool:
     if observed.deadline_seconds is None or not current.start_time or not observed.now:
         return False
-    return _seconds(observed.now) - _seconds(current.start_time) > observed.deadline_seconds
+    return (
+        timestamps.epoch(observed.now) - timestamps.epoch(current.start_time)
+        > observed.deadline_seconds
+    )
 
 
 def finished_at(status: JobStatus) -> float | None:
     """When a finished job finished (epoch seconds), for ttlSecondsAfterFinished."""
     if not any(is_true(status, kind) for kind in TERMINAL) or not status.completion_time:
         return None
-    return _seconds(status.completion_time)
+    return timestamps.epoch(status.completion_time)
 
 
 def _deadline_exceeded(
