@@ -11,8 +11,10 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.localcluster.cluster import LocalCluster
 from trainkube.api import KINDS
@@ -29,6 +31,16 @@ def crds(local_cluster: LocalCluster) -> LocalCluster:
     return local_cluster
 
 
+def apply_manifests(cluster: LocalCluster, namespace: str, *manifests: dict[str, Any]) -> str:
+    """`kubectl apply -n namespace` of one manifest, or of several as a List; its output."""
+    body = (
+        manifests[0]
+        if len(manifests) == 1
+        else {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
+    )
+    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(body))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,27 +55,33 @@ class OperatorProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
 
-    def start(self) -> None:
-        port = _free_port()
-        self.metrics_port = _free_port()
+    def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
+        """Run `command` against the local cluster in its own session, logging to `self.log`."""
         env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
-        command = [
-            str(Path(sys.executable).parent / "trainkube"),
-            "operator",
-            f"--liveness=http://127.0.0.1:{port}/healthz",
-            f"--metrics-port={self.metrics_port}",
-        ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
+        return self.process
+
+    def start(self) -> None:
+        port = _free_port()
+        self.metrics_port = _free_port()
+        process = self._spawn(
+            [
+                str(Path(sys.executable).parent / "trainkube"),
+                "operator",
+                f"--liveness=http://127.0.0.1:{port}/healthz",
+                f"--metrics-port={self.metrics_port}",
+            ]
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
                     return
             except OSError:
-                if self.process.poll() is not None:
+                if process.poll() is not None:
                     break
                 time.sleep(0.3)
         raise RuntimeError(f"the operator did not become healthy; see {self.log}")
@@ -87,12 +105,7 @@ class AgentProcess(OperatorProcess):
     """The local CPU node agent as a real process; its node is Ready when `start` returns."""
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
-        command = [sys.executable, str(REPO / "tests" / "localcluster" / "agent.py")]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self._spawn([sys.executable, str(REPO / "tests" / "localcluster" / "agent.py")])
         self.cluster.kubectl("wait", "--for=create", "node/cpu-node-0", "--timeout=60s")
         self.cluster.kubectl("wait", "--for=condition=Ready", "node/cpu-node-0", "--timeout=60s")
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.conftest import apply_manifests as _apply
 from tests.localcluster.cluster import ClusterError, LocalCluster
 from trainkube.api.status import Condition, ConditionType, JobStatus, Phase, Progress, Reason
 
@@ -37,10 +38,6 @@ def _changed(manifest: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any
         else:
             node[last] = value
     return out
-
-
-def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> str:
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.cluster.conftest import AgentProcess
+from tests.cluster.conftest import AgentProcess, apply_manifests
 from tests.conftest import wait_for
 from tests.localcluster.agent import pod_log
 from tests.localcluster.cluster import LocalCluster
@@ -58,7 +58,7 @@ def test_pretrain_fine_tune_and_evaluate_for_real(
     api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
 ) -> None:
     pretrain = _example("01-tiny-pretrain-cpu.yaml", **{"spec.training.maxSteps": 120})
-    crds.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(pretrain))
+    apply_manifests(crds, namespace, pretrain)
 
     # Progress shows while it runs: several distinct steps before it ends.
     seen: set[int] = set()
@@ -89,18 +89,11 @@ def test_pretrain_fine_tune_and_evaluate_for_real(
     assert '"world_size": 2' in log
     assert "DeepSpeed info" in log or "deepspeed" in log.lower()
 
-    crds.kubectl(
-        "apply",
-        "-n",
+    apply_manifests(
+        crds,
         namespace,
-        "-f",
-        "-",
-        input_text=yaml.safe_dump_all(
-            [
-                _example("02-lora-finetune.yaml", **{"spec.training.maxSteps": 20}),
-                _example("03-ab-eval.yaml"),
-            ]
-        ),
+        _example("02-lora-finetune.yaml", **{"spec.training.maxSteps": 20}),
+        _example("03-ab-eval.yaml"),
     )
     lora = _phase(api_client, namespace, "finetunejobs", "tiny-lora", "Succeeded", 240)
     assert lora["output"] == {

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import OperatorProcess
+from tests.cluster.conftest import apply_manifests as _apply
 from tests.conftest import wait_for
 from tests.localcluster import nodes
 from tests.localcluster.cluster import LocalCluster
@@ -47,10 +47,6 @@ def _training_job(name: str, *, nodes_: int = 2, gpus: int = 8, **spec: Any) -> 
             **spec,
         },
     }
-
-
-def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
 
 
 def _job(api: Any, namespace: str, name: str, plural: str = "llmtrainingjobs") -> dict[str, Any]:
@@ -262,12 +258,7 @@ def _bound_claim(cluster: LocalCluster, namespace: str, name: str) -> None:
             },
         },
     ]
-    cluster.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input_text=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": manifests}),
-    )
+    _apply(cluster, namespace, *manifests)
     cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Bound", f"pvc/{name}", "-n", namespace)
 
 
@@ -352,14 +343,7 @@ def test_twenty_jobs_at_once_all_reach_running(
 ) -> None:
     started = time.monotonic()
     manifests = [_training_job(f"many-{i}", nodes_=1, gpus=1) for i in range(20)]
-    crds.kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input_text=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": manifests}),
-    )
+    _apply(crds, namespace, *manifests)
 
     def all_running() -> bool:
         jobs = client.CustomObjectsApi(api_client).list_namespaced_custom_object(

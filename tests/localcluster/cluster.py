@@ -156,12 +156,13 @@ class LocalCluster:
             layout.kubeconfig(client.file_stem).write_text(yaml.safe_dump(document))
         deadline = time.monotonic() + timeout_s
         for component in self.processes():
-            self._start(component)
+            self.start_process(component)
             self._wait_healthy(component, deadline)
         self._ensure_nodes(pool or nodes.GpuNodePool(), max(deadline - time.monotonic(), 30))
         return True
 
-    def _start(self, component: components.Component) -> None:
+    def start_process(self, component: components.Component) -> None:
+        """Start `component` in its own session, its log and pid file in the state folder."""
         log = (self.layout.logs_dir / f"{component.name}.log").open("ab")
         process = subprocess.Popen(
             component.argv,

@@ -11,7 +11,6 @@ operator and the agent stay up for `kubectl` afterwards; `make down` stops every
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from tests.localcluster.cluster import REPO_ROOT, ClusterError, LocalCluster, running_pid
+from tests.localcluster.components import Component
 
 NAMESPACE = "trainkube-demo"
 EXAMPLES = ["01-tiny-pretrain-cpu.yaml", "02-lora-finetune.yaml", "03-ab-eval.yaml"]
@@ -36,16 +36,8 @@ def _background(cluster: LocalCluster, name: str, argv: list[str]) -> None:
     if running_pid(cluster.layout, name) is not None:
         print(f"{name} is already running")
         return
-    log = (cluster.layout.logs_dir / f"{name}.log").open("ab")
-    process = subprocess.Popen(
-        argv,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    (cluster.layout.pids_dir / f"{name}.pid").write_text(str(process.pid))
+    helper = Component(name=name, argv=argv, env={"KUBECONFIG": str(cluster.kubeconfig)})
+    cluster.start_process(helper)
     print(f"started {name} (log: {cluster.layout.logs_dir / f'{name}.log'})")
 
 
