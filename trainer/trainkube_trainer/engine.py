@@ -46,9 +46,8 @@ def deepspeed_config(
     if "optimizer" in ds:
         ds["optimizer"]["params"]["lr"] *= factor
     scheduler = ds.get("scheduler", {}).get("params", {})
-    for key in ("warmup_max_lr",):
-        if key in scheduler:
-            scheduler[key] *= factor
+    if "warmup_max_lr" in scheduler:
+        scheduler["warmup_max_lr"] *= factor
     if "total_num_steps" in scheduler:
         scheduler["total_num_steps"] = total_steps
     # The plan was made for its rank count; a resume on another count keeps the global batch.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,21 +87,34 @@ def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> s
     )
 
 
+def _accuracy(
+    records: list[dict[str, Any]],
+    env: DistEnv,
+    device: Any,
+    right: Callable[[dict[str, Any]], bool],
+) -> tuple[float, float]:
+    """Fraction of all ranks' records that `right` judges correct, and how many there were.
+    Each rank judges every world_size-th record."""
+    mine = records[env.rank :: env.world_size]
+    with torch.no_grad():
+        correct = float(sum(right(record) for record in mine))
+    correct, count = _reduce([correct, float(len(mine))], device)
+    return correct / count, count
+
+
 def _exact_match(
     task: EvalTask, model: Any, tokenizer: Any, env: DistEnv, root: str | None, seed: int
 ) -> dict[str, float]:
     spec = task.exact_match
     assert spec is not None
-    records = _records(task, spec, root, seed)
-    right = 0.0
-    with torch.no_grad():
-        for record in records[env.rank :: env.world_size]:
-            answer = _generate(
-                model, tokenizer, str(record[spec.prompt_field]), spec.max_new_tokens
-            )
-            right += float(answer.strip() == str(record[spec.answer_field]).strip())
-    right, count = _reduce([right, float(len(records[env.rank :: env.world_size]))], model.device)
-    return {"exactMatch": right / count, "examples": count}
+
+    def right(record: dict[str, Any]) -> bool:
+        prompt = str(record[spec.prompt_field])
+        answer = _generate(model, tokenizer, prompt, spec.max_new_tokens)
+        return answer.strip() == str(record[spec.answer_field]).strip()
+
+    value, count = _accuracy(_records(task, spec, root, seed), env, model.device, right)
+    return {"exactMatch": value, "examples": count}
 
 
 def _choice_logprob(model: Any, tokenizer: Any, question: str, choice: str) -> float:
@@ -118,21 +132,17 @@ def _multiple_choice(
 ) -> dict[str, float]:
     spec = task.multiple_choice
     assert spec is not None
-    records = _records(task, spec, root, seed)
-    right = 0.0
-    mine = records[env.rank :: env.world_size]
-    with torch.no_grad():
-        for record in mine:
-            choices = [str(c) for c in record[spec.choices_field]]
-            scores = [
-                _choice_logprob(model, tokenizer, str(record[spec.question_field]), c)
-                for c in choices
-            ]
-            answer = record[spec.answer_field]
-            expected = answer if isinstance(answer, int) else choices.index(str(answer))
-            right += float(max(range(len(choices)), key=scores.__getitem__) == expected)
-    right, count = _reduce([right, float(len(mine))], model.device)
-    return {"accuracy": right / count, "examples": count}
+
+    def right(record: dict[str, Any]) -> bool:
+        choices = [str(c) for c in record[spec.choices_field]]
+        question = str(record[spec.question_field])
+        scores = [_choice_logprob(model, tokenizer, question, c) for c in choices]
+        answer = record[spec.answer_field]
+        expected = answer if isinstance(answer, int) else choices.index(str(answer))
+        return max(range(len(choices)), key=scores.__getitem__) == expected
+
+    value, count = _accuracy(_records(task, spec, root, seed), env, model.device, right)
+    return {"accuracy": value, "examples": count}
 
 
 def _harness(task: EvalTask, ref: ModelRef, env: DistEnv) -> dict[str, float]:
