@@ -781,3 +781,30 @@ class RunControl(ApiModel):
         description="delete the job this long after it succeeded or failed; never when unset.",
         ge=0,
     )
+
+
+class TrainingRun(RunControl):
+    """What pre-training and fine-tuning specs share: the hardware, overrides for the plan,
+    checkpoints, recovery from failures and divergence, the pods and tracking."""
+
+    resources: Resources = Field(
+        default_factory=Resources, description="nodes, GPUs and the memory they declare."
+    )
+    parallelism: Parallelism = Field(
+        default_factory=Parallelism,
+        description="overrides for the ZeRO stage, offload, activation checkpointing and "
+        "micro-batch the planner would choose.",
+    )
+    checkpoints: Checkpoints = Field(
+        default_factory=Checkpoints, description="checkpoint interval, volume and retention."
+    )
+    failure_policy: FailurePolicy = Field(
+        default_factory=FailurePolicy, description="restarts after pod and node failures."
+    )
+    rollback: Rollback = Field(
+        default_factory=Rollback, description="rollbacks after divergence (loss spikes, NaN)."
+    )
+    template: PodTemplate = Field(
+        default_factory=PodTemplate, description="image, placement and additions for the pods."
+    )
+    tracking: Tracking | None = Field(default=None, description="Weights & Biases tracking.")

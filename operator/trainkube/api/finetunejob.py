@@ -10,17 +10,10 @@ from pydantic import Field
 
 from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
 from trainkube.api.common import (
-    Checkpoints,
     Data,
-    FailurePolicy,
     ModelSource,
-    Parallelism,
-    PodTemplate,
-    Resources,
-    Rollback,
-    RunControl,
-    Tracking,
     Training,
+    TrainingRun,
     VolumePath,
 )
 from trainkube.api.status import JobStatus
@@ -61,10 +54,10 @@ class FineTuneOutput(ApiModel):
     )
 
 
-class FineTuneJobSpec(RunControl):
+class FineTuneJobSpec(TrainingRun):
     """What to fine-tune, how, on what data and hardware."""
 
-    model_config = RunControl.model_config | {
+    model_config = TrainingRun.model_config | {
         "json_schema_extra": rules(
             Rule(
                 rule="self.method == 'lora' || !has(self.lora)",
@@ -108,23 +101,6 @@ class FineTuneJobSpec(RunControl):
     lora: Lora | None = Field(default=None, description="LoRA settings; defaults when unset.")
     data: Data = Field(description="the fine-tuning data, usually prompt/response records.")
     training: Training = Field(description="steps or epochs, batch size, learning rate.")
-    resources: Resources = Field(
-        default_factory=Resources, description="nodes, GPUs and the memory they declare."
-    )
-    parallelism: Parallelism = Field(
-        default_factory=Parallelism, description="overrides for the planner's choices."
-    )
-    checkpoints: Checkpoints = Field(
-        default_factory=Checkpoints, description="checkpoint interval, volume and retention."
-    )
-    failure_policy: FailurePolicy = Field(
-        default_factory=FailurePolicy, description="restarts after pod and node failures."
-    )
-    rollback: Rollback = Field(default_factory=Rollback, description="rollbacks after divergence.")
-    template: PodTemplate = Field(
-        default_factory=PodTemplate, description="image, placement and additions for the pods."
-    )
-    tracking: Tracking | None = Field(default=None, description="Weights & Biases tracking.")
     output: FineTuneOutput | None = Field(default=None, description="what to write and where.")
 
 

@@ -8,17 +8,10 @@ from pydantic import Field
 
 from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
 from trainkube.api.common import (
-    Checkpoints,
     Data,
-    FailurePolicy,
     ModelSource,
-    Parallelism,
-    PodTemplate,
-    Resources,
-    Rollback,
-    RunControl,
-    Tracking,
     Training,
+    TrainingRun,
     VolumePath,
 )
 from trainkube.api.status import JobStatus
@@ -32,7 +25,7 @@ MODEL_RULES = rules(
 )
 
 
-class LLMTrainingJobSpec(RunControl):
+class LLMTrainingJobSpec(TrainingRun):
     """What to pre-train, on what data, how, and on what hardware."""
 
     model: ModelSource = Field(
@@ -51,27 +44,6 @@ class LLMTrainingJobSpec(RunControl):
         ),
     )
     training: Training = Field(description="steps, batch size, learning rate and schedule.")
-    resources: Resources = Field(
-        default_factory=Resources, description="nodes, GPUs and the memory they declare."
-    )
-    parallelism: Parallelism = Field(
-        default_factory=Parallelism,
-        description="overrides for the ZeRO stage, offload, activation checkpointing and "
-        "micro-batch the planner would choose.",
-    )
-    checkpoints: Checkpoints = Field(
-        default_factory=Checkpoints, description="checkpoint interval, volume and retention."
-    )
-    failure_policy: FailurePolicy = Field(
-        default_factory=FailurePolicy, description="restarts after pod and node failures."
-    )
-    rollback: Rollback = Field(
-        default_factory=Rollback, description="rollbacks after divergence (loss spikes, NaN)."
-    )
-    template: PodTemplate = Field(
-        default_factory=PodTemplate, description="image, placement and additions for the pods."
-    )
-    tracking: Tracking | None = Field(default=None, description="Weights & Biases tracking.")
     output: VolumePath | None = Field(
         default=None,
         description="where the final model is saved (save_pretrained); the checkpoint volume's "
