@@ -27,6 +27,7 @@ from trainkube.api.llmtrainingjob import LLMTrainingJob
 from trainkube.api.status import ConditionType, JobStatus, Output, PlanEscalation, Reason
 from trainkube.controller import children, naming, runspec
 from trainkube.controller.status import (
+    TERMINAL,
     Observed,
     attempt_failed,
     derive,
@@ -367,6 +368,31 @@ def _start_attempt(
     _create_attempt(clients, body, job, number, spec)
 
 
+def _plan_for(
+    job: runspec.Job, current: JobStatus, source: Any
+) -> tuple[PlanRequest | None, Plan | None, str | None, str | None]:
+    """The plan request and plan of a training job (with any OOM escalation), or why there is
+    none: (request, plan, error that fails the job, input it waits for)."""
+    if isinstance(job, EvalJob):
+        return None, None, None, None
+    try:
+        request = with_escalation(request_for(job, source), current)
+        return request, plan(request), None, None
+    except PlanError as error:
+        if "was not found" in str(error):
+            return None, None, None, str(error)
+        return None, None, str(error), None
+
+
+def _patch_status(
+    clients: Clients, plural: str, namespace: str, name: str, status: JobStatus, generation: int
+) -> None:
+    body = status.model_copy(update={"observed_generation": generation}).to_wire()
+    clients.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, plural, name, {"status": body}
+    )
+
+
 def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, str]]:
     """Reconcile one job; returns the Events to post (type, reason, message)."""
     kind = MODELS[body["kind"]]
@@ -378,20 +404,16 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
     if _expired(body, job, current):
         clients.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
         return []
+    generation = int(body["metadata"].get("generation") or 1)
+    if any(is_true(current, done) for done in TERMINAL):
+        # A finished job keeps its status (derive would only move observedGeneration): no
+        # planning, look-ups or listings on every sweep.
+        if current.observed_generation != generation:
+            _patch_status(clients, kind.plural, namespace, name, current, generation)
+        return []
     source, output = _resolvers(clients, namespace)
 
-    chosen: Plan | None = None
-    plan_error = waiting = None
-    request = None
-    if not isinstance(job, EvalJob):
-        try:
-            request = with_escalation(request_for(job, source), current)
-            chosen = plan(request)
-        except PlanError as error:
-            if "was not found" in str(error):
-                waiting = str(error)
-            else:
-                plan_error = str(error)
+    request, chosen, plan_error, waiting = _plan_for(job, current, source)
     attempt_job = _latest_attempt(clients, namespace, name)
     number = int(attempt_job["metadata"]["labels"][naming.ATTEMPT_LABEL]) if attempt_job else 0
     spec = None
@@ -412,7 +434,7 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
     report = _report(clients, namespace, name)
     training = not isinstance(job, EvalJob)
     observed = Observed(
-        generation=int(body["metadata"].get("generation") or 1),
+        generation=generation,
         nodes=job.spec.resources.nodes,
         suspend=job.spec.suspend,
         attempt_job=attempt_job,
@@ -448,7 +470,5 @@ def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, st
             attempt_job["metadata"]["name"], namespace, propagation_policy="Background"
         )
     if decision.status.to_wire() != current.to_wire():
-        clients.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, kind.plural, name, {"status": decision.status.to_wire()}
-        )
+        _patch_status(clients, kind.plural, namespace, name, decision.status, generation)
     return decision.events
