@@ -2,10 +2,11 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# Reinstall only when pyproject.toml changes.
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-# deepspeed builds against an installed torch, so torch goes in first (version from pyproject).
+# Reinstall only when pyproject.toml or this recipe changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+# deepspeed builds against an installed torch, so torch goes in first (versions from pyproject).
 TORCH := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
+DEEPSPEED := $(shell grep -o '"deepspeed==[^"]*"' pyproject.toml | tr -d '"')
 PYTEST_ARGS ?=
 
 .PHONY: demo test setup bins up down lint unit crds
@@ -16,6 +17,14 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q "setuptools>=75" wheel
 	$(VENV)/bin/pip install -q "$(TORCH)"
+	# The one DeepSpeed op the CPU path loads (shm_comm) is compiled here, not on first use:
+	# a JIT build takes a file lock that a killed worker leaves behind, and every later worker
+	# then waits on it forever. No pip cache: a cached wheel may have been built without it.
+	$(VENV)/bin/pip uninstall -q -y deepspeed 2>/dev/null || true
+	DS_ACCELERATOR=cpu DS_BUILD_OPS=0 DS_BUILD_SHM_COMM=1 $(VENV)/bin/pip install -q \
+		--no-cache-dir --no-build-isolation "$(DEEPSPEED)"
+	$(PY) -c "from deepspeed.git_version_info import installed_ops as o; \
+		assert o['deepspeed_shm_comm'], 'deepspeed was installed without its shm_comm op'"
 	DS_BUILD_OPS=0 $(VENV)/bin/pip install -q --no-build-isolation -e ".[operator,trainer,dev]"
 	rm -f $(VENV)/.installed-* && touch $@
 

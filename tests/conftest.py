@@ -20,9 +20,17 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.localcluster import shm
 from tests.localcluster.cluster import LocalCluster, stop_helpers
 
 TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Free what killed DeepSpeed workers of earlier runs left in /dev/shm (it is memory)."""
+    freed = shm.remove_stale_segments()
+    if freed:
+        print(f"\nremoved {freed / 2**20:.0f} MiB of stale DeepSpeed shared memory from /dev/shm")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

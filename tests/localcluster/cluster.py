@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.localcluster import components, nodes, pki
+from tests.localcluster import components, nodes, pki, shm
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -218,7 +218,8 @@ def stop_helpers(layout: components.Layout) -> list[str]:
 def down(layout: components.Layout) -> list[str]:
     """Stop every recorded component (TERM, then KILL after 10 s) and delete the state.
 
-    Needs no binaries, so it works from any shell. Returns the names of what it stopped.
+    Needs no binaries, so it works from any shell. Returns the names of what it stopped (and
+    of leftover DeepSpeed shared memory it removed: pods here are processes on this machine).
     """
     stopped = stop_helpers(layout)
     for name in reversed(components.COMPONENT_NAMES):
@@ -228,6 +229,8 @@ def down(layout: components.Layout) -> list[str]:
             stopped.append(name)
     if layout.state_dir.exists():
         shutil.rmtree(layout.state_dir)
+    if shm.remove_stale_segments():
+        stopped.append("stale DeepSpeed shared memory")
     return stopped
 
 

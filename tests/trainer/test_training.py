@@ -159,3 +159,18 @@ def test_zero3_with_optimizer_and_parameter_offload_trains_on_the_cpu(tmp_path: 
     assert outcome.exit_code == 0, outcome.log[-3000:]
     assert outcome.result["step"] == 20
     assert outcome.result["loss"] < 4.0
+
+
+def test_runs_leave_no_shared_memory_behind(tmp_path: Path) -> None:
+    """DeepSpeed's CPU backend maps a 66 MB /dev/shm segment per rank and never unlinks it;
+    the trainer unlinks it once all ranks have it mapped, so neither a crashed run nor a
+    finished one leaves memory behind."""
+    shm = Path("/dev/shm")
+    before = set(shm.glob("deepspeed_allreduce_buffer_*"))
+    crashed = run(pretrain_config(tmp_path, steps=10, fault=Fault(crash_after_step=2)), tmp_path)
+    assert crashed.exit_code == ExitCode.FAILED, crashed.log[-3000:]
+    finished = run(pretrain_config(tmp_path, steps=4), tmp_path)
+    assert finished.exit_code == ExitCode.SUCCESS, finished.log[-3000:]
+    # DeepSpeed did build its shared-memory op here (else there would be nothing to test).
+    assert "deepspeed_shm_comm" in finished.log
+    assert set(shm.glob("deepspeed_allreduce_buffer_*")) - before == set()
