@@ -26,8 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 def crds(local_cluster: LocalCluster) -> LocalCluster:
     """The cluster with trainkube's CRDs installed and established."""
     local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for kind in KINDS:
-        local_cluster.kubectl("wait", "--for=condition=Established", f"crd/{kind.crd_name}")
+    local_cluster.wait_condition("Established", *[f"crd/{kind.crd_name}" for kind in KINDS])
     return local_cluster
 
 
@@ -106,8 +105,7 @@ class AgentProcess(OperatorProcess):
 
     def start(self) -> None:
         self._spawn([sys.executable, str(REPO / "tests" / "localcluster" / "agent.py")])
-        self.cluster.kubectl("wait", "--for=create", "node/cpu-node-0", "--timeout=60s")
-        self.cluster.kubectl("wait", "--for=condition=Ready", "node/cpu-node-0", "--timeout=60s")
+        self.cluster.wait_condition("Ready", "node/cpu-node-0", timeout_s=60)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import wait_for
 from tests.localcluster import nodes
-from tests.localcluster.cluster import LocalCluster
+from tests.localcluster.cluster import ClusterError, LocalCluster
 
 MIN_NODES_RULE = "!has(self.minNodes) || self.minNodes <= self.nodes"
 GO_MOD = Path(__file__).resolve().parents[1] / "localcluster" / "go" / "kube" / "go.mod"
@@ -357,3 +357,13 @@ def test_rbac_denies_a_service_account_what_its_role_does_not_grant(
         assert denied.value.status == 403
         message = json.loads(denied.value.body)["message"]
         assert f'User "system:serviceaccount:{namespace}:reader" cannot' in message
+
+
+def test_waiting_for_a_condition_names_what_is_missing(local_cluster: LocalCluster) -> None:
+    # Nodes are Ready (so the wait returns); an absent node is named with why it is waited on.
+    local_cluster.wait_condition("Ready", "node/gpu-node-0", "node/gpu-node-1", timeout_s=10)
+    with pytest.raises(ClusterError) as missing:
+        local_cluster.wait_condition("Ready", "node/gpu-node-0", "node/absent", timeout_s=1)
+    assert "not Ready within 1 s: node/absent:" in str(missing.value)
+    assert "NotFound" in str(missing.value)
+    assert "gpu-node-0" not in str(missing.value)

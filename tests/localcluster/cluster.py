@@ -8,6 +8,7 @@ directory, so `down` can stop it even from another shell, and `up` can tell a ru
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -137,6 +138,38 @@ class LocalCluster:
             raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
+    def wait_condition(
+        self, condition: str, *objects: str, namespace: str = "", timeout_s: float = 60.0
+    ) -> None:
+        """Wait until each of `objects` ("kind/name") exists and has `condition` True.
+
+        `kubectl wait --for=condition=...` fails at once, instead of waiting, while an object
+        has no status.conditions yet (a CRD or node just created), so this polls instead.
+        """
+        scope = ["-n", namespace] if namespace else []
+        deadline = time.monotonic() + timeout_s
+        waiting = list(objects)
+        while True:
+            seen = {}
+            for name in waiting:
+                try:
+                    found = json.loads(self.kubectl("get", name, *scope, "-o", "json"))
+                except ClusterError as error:  # not created yet
+                    seen[name] = str(error)
+                    continue
+                conditions = (found.get("status") or {}).get("conditions") or []
+                states = {c.get("type"): c.get("status") for c in conditions}
+                seen[name] = f"{condition}={states.get(condition, 'not reported yet')}"
+            waiting = [name for name in waiting if seen[name] != f"{condition}=True"]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"not {condition} within {timeout_s:.0f} s: "
+                    + "; ".join(f"{name}: {seen[name]}" for name in waiting)
+                )
+            time.sleep(0.25)
+
     def up(self, *, pool: nodes.GpuNodePool | None = None, timeout_s: float = 120.0) -> bool:
         """Start whatever is not running and wait until all is healthy and the nodes are Ready.
 
@@ -189,11 +222,8 @@ class LocalCluster:
     def _ensure_nodes(self, pool: nodes.GpuNodePool, timeout_s: float) -> None:
         manifests = {"apiVersion": "v1", "kind": "List", "items": nodes.gpu_node_manifests(pool)}
         self.kubectl("apply", "-f", "-", input_text=yaml.safe_dump(manifests))
-        self.kubectl(
-            "wait",
-            "--for=condition=Ready",
-            f"--timeout={int(timeout_s)}s",
-            *[f"node/{name}" for name in pool.node_names()],
+        self.wait_condition(
+            "Ready", *[f"node/{name}" for name in pool.node_names()], timeout_s=timeout_s
         )
 
     def down(self) -> None:

@@ -75,7 +75,7 @@ def run(cluster: LocalCluster) -> None:
             cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd)).strip()
         )
         name = yaml.safe_load(crd.read_text())["metadata"]["name"]
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=30s")
+        cluster.wait_condition("Established", f"crd/{name}", timeout_s=30)
     bin_dir = Path(sys.executable).parent
     _background(
         cluster,
@@ -92,8 +92,7 @@ def run(cluster: LocalCluster) -> None:
         "agent.py",
         [sys.executable, str(REPO_ROOT / "tests" / "localcluster" / "agent.py")],
     )
-    cluster.kubectl("wait", "--for=create", "node/cpu-node-0", "--timeout=60s")
-    cluster.kubectl("wait", "--for=condition=Ready", "node/cpu-node-0", "--timeout=60s")
+    cluster.wait_condition("Ready", "node/cpu-node-0", timeout_s=60)
     print(cluster.kubectl("get", "nodes"))
 
     _step("what the planner chooses for each example (trainkube plan -f examples/)")
