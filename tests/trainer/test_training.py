@@ -87,6 +87,8 @@ def test_a_corrupted_newest_checkpoint_is_skipped(tmp_path: Path) -> None:
     resumed = run(pretrain_config(tmp_path, steps=40, interval=10), tmp_path)
     assert resumed.exit_code == 0, resumed.log[-3000:]
     assert "does not match its checksum" in resumed.log
+    skipped = next(line for line in resumed.log.splitlines() if "checkpointSkipped" in line)
+    assert json.loads(skipped[skipped.index("{") :])["step"] == 30
     assert '"fromCheckpoint": "step-20"' in resumed.log
 
 

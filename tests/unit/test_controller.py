@@ -276,6 +276,31 @@ def test_progress_and_checkpoints_come_from_the_report() -> None:
     assert status.progress is not None
     assert (status.progress.steps, status.progress.loss) == ("20/60", "2.3457")
     assert [c.step for c in status.checkpoints] == [20]
+    assert status.checkpoints[0].valid
+
+
+def test_a_checkpoint_the_trainer_skipped_is_listed_as_not_valid() -> None:
+    def report(*events: dict[str, Any]) -> dict[str, Any]:
+        return parse_report({"progress.json": json.dumps({"step": 0, "events": list(events)})})
+
+    saved = [{"type": "checkpoint", "step": s, "loss": 2.0, "path": f"step-{s}"} for s in (10, 20)]
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    running = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running")], report=report(*saved))
+    status = derive(first, observed=running, plan=PLAN).status
+    assert [(c.step, c.valid) for c in status.checkpoints] == [(10, True), (20, True)]
+
+    # The next attempt's trainer found step-20 corrupt and resumed from step-10.
+    skipped = {"type": "checkpointSkipped", "step": 20, "reason": "step-20: does not match"}
+    resumed = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running")], report=report(skipped))
+    status = derive(status, observed=resumed, plan=PLAN).status
+    assert [(c.step, c.valid) for c in status.checkpoints] == [(10, True), (20, False)]
+    assert status.checkpoints[1].loss == "2.0000"  # what was known of it stays
+
+    # Saved again later in that attempt: valid again.
+    again = report(skipped, {"type": "checkpoint", "step": 20, "loss": 1.5, "path": "step-20"})
+    resaved = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running")], report=again)
+    status = derive(status, observed=resaved, plan=PLAN).status
+    assert [(c.step, c.valid) for c in status.checkpoints] == [(10, True), (20, True)]
 
 
 def test_suspending_deletes_the_attempt_and_says_so() -> None:

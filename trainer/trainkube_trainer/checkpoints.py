@@ -107,16 +107,19 @@ class CheckpointManager:
         ]
         return sorted(found)
 
-    def newest_valid(self, *, at_most: int | None = None) -> tuple[Checkpoint | None, list[str]]:
-        """The newest checkpoint that verifies (at or before `at_most`), and what was skipped."""
-        skipped: list[str] = []
+    def newest_valid(
+        self, *, at_most: int | None = None
+    ) -> tuple[Checkpoint | None, list[tuple[int, str]]]:
+        """The newest checkpoint that verifies (at or before `at_most`), and the steps skipped
+        on the way with why."""
+        skipped: list[tuple[int, str]] = []
         for step, path in reversed(self.published()):
             if at_most is not None and step > at_most:
                 continue
             manifest, why = verify(path)
             if manifest is not None:
                 return Checkpoint(step, path, manifest), skipped
-            skipped.append(f"{path.name}: {why}")
+            skipped.append((step, f"{path.name}: {why}"))
         return None, skipped
 
     def save(self, engine: Any, *, step: int, info: dict[str, Any]) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ def _total_steps(config: RunConfig, batches_per_epoch: int) -> int:
 def _resume_target(config: RunConfig, manager: CheckpointManager | None, env: DistEnv) -> Any:
     if manager is None or config.checkpoints is None or not config.checkpoints.resume:
         return None, []
-    found: tuple[Checkpoint | None, list[str]] = (None, [])
+    found: tuple[Checkpoint | None, list[tuple[int, str]]] = (None, [])
     if env.is_main:
         found = manager.newest_valid(at_most=config.checkpoints.resume_step)
     return broadcast(found)
@@ -159,8 +159,8 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
         else None
     )
     target, skipped = _resume_target(config, manager, env)
-    for why in skipped:
-        reporter.event("checkpointSkipped", reason=why)
+    for step, why in skipped:
+        reporter.event("checkpointSkipped", step=step, reason=why)
     universal = target is not None and target.manifest.get("worldSize") != env.world_size
     if universal and manager is not None:
         manager.prepare_universal(target)

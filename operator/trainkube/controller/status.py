@@ -190,10 +190,15 @@ def _progress(report: dict[str, Any], now: str) -> Progress | None:
 
 
 def _checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[CheckpointRecord]:
-    """Checkpoints on the volume: every one reported, less those retention has removed."""
+    """Checkpoints on the volume: every one reported, less those retention has removed; one the
+    trainer skipped on resuming (its checksums did not verify) is kept, marked not valid."""
     by_step = {c.step: c for c in known}
     kept: list[int] | None = None
     for event in (report.get("progress.json") or {}).get("events", []):
+        if event.get("type") == "checkpointSkipped" and isinstance(event.get("step"), int):
+            step = event["step"]
+            record = by_step.get(step) or CheckpointRecord(step=step, time=event.get("time"))
+            by_step[step] = record.model_copy(update={"valid": False})
         if event.get("type") == "checkpoint":
             kept = event.get("kept", kept)
             by_step[int(event["step"])] = CheckpointRecord(
