@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
 from typing import Any
 
 import kopf
@@ -24,12 +23,13 @@ from kubernetes.client.exceptions import ApiException
 from trainkube.api import GROUP, KINDS, VERSION
 from trainkube.controller import metrics
 from trainkube.controller.events import post_event
+from trainkube.controller.keyedlocks import KeyedLocks
 from trainkube.controller.leader import LeaderElector
 from trainkube.controller.reconcile import Clients, reconcile
 
 SWEEP_INTERVAL_SECONDS = 3.0
 log = logging.getLogger("trainkube")
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_locks = KeyedLocks()  # one reconcile at a time per job (sweeper and kopf handlers)
 _scope: dict[str, Any] = {"namespaces": [], "metrics_port": 0}
 
 
@@ -44,7 +44,8 @@ def _reconcile_one(body: dict[str, Any], clients: Clients) -> None:
     elector = _scope.get("elector")
     if elector is not None and not elector.is_leader:
         return  # another replica acts; this one stands by
-    with _locks[body["metadata"]["uid"]], metrics.RECONCILE_SECONDS.labels(body["kind"]).time():
+    timer = metrics.RECONCILE_SECONDS.labels(body["kind"]).time()
+    with _locks.hold(body["metadata"]["uid"]), timer:
         try:
             events = reconcile(body, clients)
         except Exception:
