@@ -19,6 +19,7 @@ from trainkube.controller import children, runspec
 from trainkube.controller.status import Observed, derive, parse_report
 from trainkube.planner import plan
 from trainkube.planner.from_spec import request_for
+from trainkube.timestamps import later
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NOW = "2026-01-01T00:00:00Z"
@@ -301,6 +302,29 @@ def test_a_checkpoint_the_trainer_skipped_is_listed_as_not_valid() -> None:
     resaved = _observed(attempt_job=_batch_job(), pods=[_pod(0, "Running")], report=again)
     status = derive(status, observed=resaved, plan=PLAN).status
     assert [(c.step, c.valid) for c in status.checkpoints] == [(10, True), (20, True)]
+
+
+def test_time_suspended_does_not_count_against_the_deadline() -> None:
+    def at(seconds: int, **kw: Any) -> Observed:
+        return _observed(now=later(NOW, seconds), deadline_seconds=500, **kw)
+
+    running = derive(JOB.status, observed=at(0), plan=PLAN).status  # first start at 0
+    job = _batch_job()
+    suspended = derive(running, observed=at(100, attempt_job=job, suspend=True), plan=PLAN)
+    assert suspended.status.phase == "Suspended"
+    # Still suspended long past the deadline: nothing fails while suspended.
+    still = derive(suspended.status, observed=at(5000, suspend=True), plan=PLAN).status
+    resumed = derive(still, observed=at(6000), plan=PLAN)
+    assert resumed.status.suspended_seconds == 5900
+    assert resumed.create_attempt == 2
+    # Active so far: 100 s before the suspension and 300 s after it.
+    active = derive(resumed.status, observed=at(6300, attempt_job=job), plan=PLAN).status
+    assert active.phase != "Failed"
+    late = derive(active, observed=at(6401, attempt_job=job), plan=PLAN)
+    assert late.status.phase == "Failed"
+    assert late.delete_attempt
+    failed = next(c for c in late.status.conditions if c.type == "Failed")
+    assert failed.reason == "DeadlineExceeded"
 
 
 def test_suspending_deletes_the_attempt_and_says_so() -> None:

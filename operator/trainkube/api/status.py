@@ -251,4 +251,10 @@ class JobStatus(ApiModel):
         default=None, description="what the next attempt inherits from failures and rollbacks."
     )
     start_time: str | None = Field(default=None, description="first start (RFC 3339).")
+    suspended_seconds: int | None = Field(
+        default=None,
+        description="seconds spent suspended since the first start; activeDeadlineSeconds does "
+        "not count them.",
+        ge=0,
+    )
     completion_time: str | None = Field(default=None, description="end (RFC 3339).")

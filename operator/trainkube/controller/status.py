@@ -440,13 +440,23 @@ def _requested_rollback(
     return number
 
 
-def _past_deadline(current: JobStatus, observed: Observed) -> bool:
+def _past_deadline(current: JobStatus, observed: Observed, suspended_seconds: int) -> bool:
+    """Active time (since the first start, less time suspended) beyond activeDeadlineSeconds."""
     if observed.deadline_seconds is None or not current.start_time or not observed.now:
         return False
-    return (
-        timestamps.epoch(observed.now) - timestamps.epoch(current.start_time)
-        > observed.deadline_seconds
-    )
+    elapsed = timestamps.epoch(observed.now) - timestamps.epoch(current.start_time)
+    return elapsed - suspended_seconds > observed.deadline_seconds
+
+
+def _suspended_for(current: JobStatus, now: str) -> int:
+    """Seconds of the suspension that ends now which count against the deadline clock (none of
+    the time before the first start)."""
+    suspended = ConditionType.SUSPENDED.value
+    since = next((c.last_transition_time for c in current.conditions if c.type == suspended), "")
+    if not current.start_time or not since or not now:
+        return 0
+    began = max(timestamps.epoch(since), timestamps.epoch(current.start_time))
+    return max(0, round(timestamps.epoch(now) - began))
 
 
 def finished_at(status: JobStatus) -> float | None:
@@ -512,7 +522,10 @@ def derive(
         decision = finish(Phase.SUSPENDED, **updates)
         decision.delete_attempt = observed.attempt_job is not None
         return decision
+    suspended_seconds = current.suspended_seconds or 0
     if is_true(current, ConditionType.SUSPENDED):
+        suspended_seconds += _suspended_for(current, now)
+        updates["suspended_seconds"] = suspended_seconds
         conds.mark(
             ConditionType.SUSPENDED, False, Reason.RESUMED, "resumed from the newest checkpoint"
         )
@@ -521,7 +534,7 @@ def derive(
         updates["progress"] = progress
     attempts = _with_resume_step(list(current.attempts), observed.report)
     updates["checkpoints"] = _checkpoints(observed.report, list(current.checkpoints))
-    if _past_deadline(current, observed):
+    if _past_deadline(current, observed, suspended_seconds):
         return _deadline_exceeded(conds, observed, attempts, updates, finish)
     if observed.attempt_job is None and observed.missing is not None:
         reason, message = observed.missing
