@@ -22,6 +22,23 @@ from trainkube.api import KINDS
 REPO = Path(__file__).resolve().parents[2]
 
 
+LOG_TAIL_LINES = 40
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed cluster test shows the tail of the operator's and the node agent's logs: in CI
+    its output is all there is to read."""
+    report = yield
+    if report.failed and call.when == "call":
+        for name in ("operator", "node_agent"):
+            process = getattr(item, "funcargs", {}).get(name)
+            if isinstance(process, OperatorProcess) and process.log.exists():
+                lines = process.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+                report.sections.append((f"{name} log, last lines", "\n".join(lines)))
+    return report
+
+
 @pytest.fixture(scope="session")
 def crds(local_cluster: LocalCluster) -> LocalCluster:
     """The cluster with trainkube's CRDs installed and established."""
