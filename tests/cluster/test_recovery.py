@@ -84,6 +84,17 @@ def test_failures_restart_the_gang_until_the_budget_is_used(
     assert "all 1 restarts (failurePolicy.maxRestarts) are used" in failed["message"]
 
 
+def _finished(api: Any, namespace: str, name: str) -> dict[str, Any]:
+    """The job's status once it has succeeded or failed (real training: up to 300 s)."""
+
+    def ended() -> dict[str, Any] | None:
+        status: dict[str, Any] = _job(api, namespace, name).get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    found: dict[str, Any] = wait_for(ended, timeout_s=300, interval_s=1)
+    return found
+
+
 def _real_job(name: str, **changes: Any) -> dict[str, Any]:
     manifest: dict[str, Any] = yaml.safe_load(
         (REPO / "examples" / "01-tiny-pretrain-cpu.yaml").read_text()
@@ -111,15 +122,7 @@ def test_a_loss_spike_rolls_back_once_and_the_job_completes(
 ) -> None:
     manifest = _real_job("spiky", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
     _apply(crds, namespace, manifest)
-    done = wait_for(
-        lambda: (
-            (s := _job(api_client, namespace, "spiky").get("status") or {}).get("phase")
-            in ("Succeeded", "Failed")
-            and s
-        ),
-        timeout_s=300,
-        interval_s=1,
-    )
+    done = _finished(api_client, namespace, "spiky")
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     [rollback] = done["rollbacks"]
     assert rollback["detectedAtStep"] == 46  # batches poisoned from 45, patience 2
@@ -160,15 +163,7 @@ def test_a_worker_killed_mid_training_resumes_from_the_newest_checkpoint(
     killed_at = int(_job(api_client, namespace, "killed")["status"]["progress"]["step"])
     victim = _attempt_pods(api_client, namespace, "killed", 1)[1]
     client.CoreV1Api(api_client).delete_namespaced_pod(victim.metadata.name, namespace)
-    done = wait_for(
-        lambda: (
-            (s := _job(api_client, namespace, "killed").get("status") or {}).get("phase")
-            in ("Succeeded", "Failed")
-            and s
-        ),
-        timeout_s=300,
-        interval_s=1,
-    )
+    done = _finished(api_client, namespace, "killed")
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     assert [a["number"] for a in done["attempts"]] == [1, 2]
     assert done["recovery"]["restarts"] == 1
