@@ -17,18 +17,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from trainkube.api.base import ApiModel
-from trainkube.api.common import (
-    Architecture,
-    BuiltinCorpus,
-    FileFormat,
-    HubDataset,
-    HubModel,
-    SpikeRule,
-    Training,
-    WandbMode,
-)
+from trainkube.api.data import BuiltinCorpus, FileFormat, HubDataset
 from trainkube.api.evaljob import ExactMatch, Gate, Harness, MultipleChoice, Perplexity
 from trainkube.api.finetunejob import Lora
+from trainkube.api.model import Architecture, HubModel
+from trainkube.api.recovery import SpikeRule
+from trainkube.api.tracking import WandbMode
+from trainkube.api.training import Training
 
 VERSION = 1
 

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainkube.api.common import Architecture, BuiltinCorpus, SpikeRule, Training
+from trainkube.api.data import BuiltinCorpus
+from trainkube.api.model import Architecture
+from trainkube.api.recovery import SpikeRule
+from trainkube.api.training import Training
 from trainkube.planner import Overrides, PlanRequest, plan, shape_of
 from trainkube.planner.memory import GiB
 from trainkube.planner.plan import Optimizer

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.trainer.runs import run
-from trainkube.api.common import BuiltinCorpus
+from trainkube.api.data import BuiltinCorpus
 from trainkube.api.evaljob import ExactMatch, Gate, MultipleChoice, Perplexity
 from trainkube.runconfig import (
     EvalTask,

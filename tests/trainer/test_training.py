@@ -12,8 +12,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from tests.trainer.runs import TINY, pretrain_config, run
-from trainkube.api.common import BuiltinCorpus, Training
+from trainkube.api.data import BuiltinCorpus
 from trainkube.api.finetunejob import Lora
+from trainkube.api.training import Training
 from trainkube.runconfig import DataRef, Fault, ModelRef, Output, Task, Tracking
 from trainkube_trainer.exitcodes import ExitCode
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from trainkube.api.common import JobOutputRef
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
+from trainkube.api.refs import JobOutputRef
 from trainkube.api.status import Output
 from trainkube.controller import children, runspec
 from trainkube.controller.status import Observed, derive, parse_report

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trainkube.api.common import ArchitectureFamily, Precision
+from trainkube.api.model import ArchitectureFamily
+from trainkube.api.training import Precision
 from trainkube.planner import Device, Overrides, PlanError, PlanRequest, Rung, Shape, plan
 from trainkube.planner.memory import BUFFER_FACTOR, GiB, model_states
 from trainkube.planner.shape import default_intermediate

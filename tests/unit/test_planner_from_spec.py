@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainkube.api.common import JobOutputRef, ModelSource
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
+from trainkube.api.model import ModelSource
+from trainkube.api.refs import JobOutputRef
 from trainkube.planner import Device, PlanError
 from trainkube.planner.from_spec import request_for
 

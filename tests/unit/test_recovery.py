@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.unit.test_controller import JOB, PLAN, _batch_job, _observed, _pod
-from trainkube.api.common import ArchitectureFamily, FailurePolicy, Rollback
+from trainkube.api.model import ArchitectureFamily
+from trainkube.api.recovery import FailurePolicy, Rollback
 from trainkube.api.status import CheckpointRecord, JobStatus, PlanEscalation
 from trainkube.controller.status import derive
 from trainkube.planner import PlanRequest, Shape, plan

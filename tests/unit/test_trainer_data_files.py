@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trainkube.api.common import FileFormat
+from trainkube.api.data import FileFormat
 from trainkube.runconfig import DataRef, Files
 from trainkube_trainer.data.source import DataError, load_records
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkube.api.common import SpikeRule
 from trainkube.api.evaljob import Gate, Harness
+from trainkube.api.recovery import SpikeRule
 from trainkube.runconfig import EvalTask, ModelRef
 from trainkube_trainer import gates
 from trainkube_trainer.checkpoints import retained, verify, write_manifest

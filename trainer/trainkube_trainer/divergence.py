@@ -8,7 +8,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from trainkube.api.common import SpikeRule
+from trainkube.api.recovery import SpikeRule
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from trainkube.api.common import Precision
+from trainkube.api.training import Precision
 from trainkube.runconfig import RunConfig
 from trainkube_trainer.distributed import DistEnv
 from trainkube_trainer.models import apply_lora, load_model, load_tokenizer

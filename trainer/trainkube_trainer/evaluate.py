@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from trainkube.api.common import DataSource
+from trainkube.api.data import DataSource
 from trainkube.runconfig import DataRef, EvalTask, Files, ModelRef, RunConfig
 from trainkube_trainer import gates
 from trainkube_trainer.data.source import load_records

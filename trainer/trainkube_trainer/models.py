@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from trainkube.api.common import Architecture, ArchitectureFamily
+from trainkube.api.model import Architecture, ArchitectureFamily
 from trainkube.planner.shape import default_intermediate
 from trainkube.runconfig import ModelRef
 from trainkube_trainer.tokenizer import byte_tokenizer

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from trainkube.api.common import WandbMode
+from trainkube.api.tracking import WandbMode
 from trainkube.runconfig import RunConfig
 from trainkube_trainer.distributed import DistEnv
 

@@ -1,7 +1,9 @@
-"""The trainkube API, group trainkube.io, version v1alpha1: one module per kind, shared pieces
-in `common`, status in `status`. These models are the single source of truth: the CRDs in
-crds/ are generated from them (`trainkube crds`), and the operator parses every object into
-them before any logic."""
+"""The trainkube API, group trainkube.io, version v1alpha1: one module per kind
+(`llmtrainingjob`, `finetunejob`, `evaljob`), one per shared concern of their specs (`refs`,
+`model`, `data`, `training`, `resources`, `parallelism`, `checkpoints`, `recovery`, `template`,
+`tracking`, and `run`, which gathers them), status in `status`. These models are the single
+source of truth: the CRDs in crds/ are generated from them (`trainkube crds`), and the operator
+parses every object into them before any logic."""
 
 from __future__ import annotations
 

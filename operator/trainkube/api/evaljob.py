@@ -8,16 +8,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from trainkube.api.base import DNS_LABEL, ApiModel, Rule, exactly_one_of, rules
-from trainkube.api.common import (
-    DataSource,
-    ModelSource,
-    PodTemplate,
-    Resources,
-    RunControl,
-    Tracking,
-    VolumePath,
-)
+from trainkube.api.data import DataSource
+from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource
+from trainkube.api.refs import VolumePath
+from trainkube.api.resources import Resources
+from trainkube.api.run import RunControl
 from trainkube.api.status import JobStatus
+from trainkube.api.template import PodTemplate
+from trainkube.api.tracking import Tracking
 
 
 class Perplexity(DataSource):
@@ -155,7 +153,7 @@ class EvalJobSpec(RunControl):
     model: ModelSource = Field(
         description="the model to evaluate (the candidate, in an A/B comparison).",
         json_schema_extra=rules(
-            exactly_one_of("hub", "volume", "architecture", "fromJob", what="model"),
+            exactly_one_of(*MODEL_SOURCE_FIELDS, what="model"),
             NOT_ARCHITECTURE,
             Rule(rule="self == oldSelf", message="model is immutable after creation"),
         ),
@@ -165,7 +163,7 @@ class EvalJobSpec(RunControl):
         description="a baseline evaluated on the same examples, for A/B comparison and "
         "maxRegression gates.",
         json_schema_extra=rules(
-            exactly_one_of("hub", "volume", "architecture", "fromJob", what="baseline"),
+            exactly_one_of(*MODEL_SOURCE_FIELDS, what="baseline"),
             NOT_ARCHITECTURE,
         ),
     )

@@ -9,14 +9,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
-from trainkube.api.common import (
-    Data,
-    ModelSource,
-    Training,
-    TrainingRun,
-    VolumePath,
-)
+from trainkube.api.data import Data
+from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource
+from trainkube.api.refs import VolumePath
+from trainkube.api.run import TrainingRun
 from trainkube.api.status import JobStatus
+from trainkube.api.training import Training
 
 
 class Method(StrEnum):
@@ -83,7 +81,7 @@ class FineTuneJobSpec(TrainingRun):
     base_model: ModelSource = Field(
         description="the model to adapt: hub, volume, or another job's output.",
         json_schema_extra=rules(
-            exactly_one_of("hub", "volume", "architecture", "fromJob", what="baseModel"),
+            exactly_one_of(*MODEL_SOURCE_FIELDS, what="baseModel"),
             Rule(
                 rule="self == oldSelf",
                 message="baseModel is immutable after creation: create a new job to fine-tune "

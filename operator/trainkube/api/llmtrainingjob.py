@@ -7,17 +7,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
-from trainkube.api.common import (
-    Data,
-    ModelSource,
-    Training,
-    TrainingRun,
-    VolumePath,
-)
+from trainkube.api.data import Data
+from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource
+from trainkube.api.refs import VolumePath
+from trainkube.api.run import TrainingRun
 from trainkube.api.status import JobStatus
+from trainkube.api.training import Training
 
 MODEL_RULES = rules(
-    exactly_one_of("hub", "volume", "architecture", "fromJob", what="model"),
+    exactly_one_of(*MODEL_SOURCE_FIELDS, what="model"),
     Rule(
         rule="self == oldSelf",
         message="model is immutable after creation: create a new job to train another model",

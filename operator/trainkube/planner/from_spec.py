@@ -8,17 +8,13 @@ from decimal import Decimal
 from kubernetes.utils.quantity import parse_quantity
 
 from trainkube.api.base import AUTO
-from trainkube.api.common import (
-    JobOutputRef,
-    ModelSource,
-    Offload,
-    Parallelism,
-    Resources,
-    Switch,
-    Training,
-)
 from trainkube.api.finetunejob import FineTuneJob, Method
 from trainkube.api.llmtrainingjob import LLMTrainingJob
+from trainkube.api.model import ModelSource
+from trainkube.api.parallelism import Offload, Parallelism, Switch
+from trainkube.api.refs import JobOutputRef
+from trainkube.api.resources import Resources
+from trainkube.api.training import Training
 from trainkube.planner.memory import Device
 from trainkube.planner.plan import Optimizer, Overrides, PlanError, PlanRequest
 from trainkube.planner.shape import DEFAULT_LORA_TARGETS, Shape, shape_of

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainkube.api.common import LrSchedule, Precision
+from trainkube.api.training import LrSchedule, Precision
 from trainkube.planner.memory import (
     CONFIGURATIONS,
     LADDER,

@@ -11,10 +11,11 @@ from pydantic import ValidationError
 
 from trainkube.api import KINDS
 from trainkube.api.base import ApiModel
-from trainkube.api.common import JobOutputRef, ModelSource
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
+from trainkube.api.model import ModelSource
+from trainkube.api.refs import JobOutputRef
 from trainkube.planner.from_spec import model_shape, request_for
 from trainkube.planner.memory import human_bytes, human_count
 from trainkube.planner.plan import Plan, PlanError, PlanRequest, plan

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainkube.api.common import Architecture, ArchitectureFamily
+from trainkube.api.model import Architecture, ArchitectureFamily
 
 GATED = frozenset({ArchitectureFamily.LLAMA, ArchitectureFamily.MISTRAL, ArchitectureFamily.QWEN2})
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainkube.api.common import FileFormat
+from trainkube.api.data import FileFormat
 from trainkube.runconfig import DataRef
 from trainkube_trainer.data.corpus import BUILTIN
 

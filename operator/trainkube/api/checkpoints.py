@@ -1,0 +1,54 @@
+"""Checkpoints: how often a job saves, which saves it keeps, and the volume they go to (an
+existing claim, or one the operator creates). Restarts and rollbacks resume from these.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trainkube.api.base import ApiModel, Quantity, Rule, rules
+from trainkube.api.refs import VolumePath
+
+
+class NewVolume(ApiModel):
+    """A PersistentVolumeClaim the operator creates for the job (and deletes with it)."""
+
+    size: Quantity = Field(description="requested size, e.g. '500Gi'.")
+    storage_class_name: str | None = Field(
+        default=None, description="storage class; the cluster default when unset.", max_length=253
+    )
+    access_mode: str = Field(
+        default="ReadWriteMany",
+        description="access mode; every worker writes its shard, so multi-node jobs need "
+        "ReadWriteMany.",
+        pattern=r"^(ReadWriteOnce|ReadWriteMany|ReadWriteOncePod)$",
+    )
+
+
+class Checkpoints(ApiModel):
+    """When to checkpoint, where, and which checkpoints to keep."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            Rule(
+                rule="!(has(self.volume) && has(self.createVolume))",
+                message="checkpoints: set volume (an existing claim) or createVolume (a new "
+                "one), not both",
+                field_path=".createVolume",
+            ),
+        )
+    }
+
+    interval: int = Field(default=500, description="save a checkpoint every this many steps.", ge=1)
+    keep_last: int = Field(default=3, description="keep the newest K checkpoints.", ge=1, le=1000)
+    keep_every: int = Field(
+        default=0,
+        description="also keep every checkpoint whose step is a multiple of this (0: none).",
+        ge=0,
+    )
+    volume: VolumePath | None = Field(
+        default=None, description="an existing claim (and folder) for the checkpoints."
+    )
+    create_volume: NewVolume | None = Field(
+        default=None, description="a claim the operator creates for this job's checkpoints."
+    )

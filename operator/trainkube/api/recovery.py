@@ -1,0 +1,74 @@
+"""Recovery settings: how many restarts a job gets after pod or node failures, what counts as
+divergence (a loss spike), and how a rollback to an earlier checkpoint changes the run. The
+operator's recovery decisions and the trainer's spike detector both read these.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from trainkube.api.base import ApiModel
+
+
+class FailurePolicy(ApiModel):
+    """Restarts after pod or node failures: the whole gang restarts from the newest valid
+    checkpoint, as a new attempt."""
+
+    max_restarts: int = Field(
+        default=3, description="attempts allowed after the first, for failures.", ge=0, le=1000
+    )
+    backoff_seconds: int = Field(
+        default=10,
+        description="wait before the first restart; doubles with each restart, up to 10 minutes.",
+        ge=0,
+        le=3600,
+    )
+    escalate_on_oom: bool = Field(
+        default=True,
+        description="after an out-of-memory failure, restart with the next plan that uses less "
+        "memory (higher ZeRO stage, offload, or smaller micro-batch with more accumulation).",
+    )
+
+
+class SpikeRule(ApiModel):
+    """A loss spike: the loss above mean + threshold x standard deviation of the last `window`
+    steps (or above ratio x the mean, when ratio is set), for `patience` consecutive steps.
+    NaN or Inf always counts."""
+
+    window: int = Field(default=100, description="steps in the moving window.", ge=5, le=100_000)
+    threshold: float = Field(
+        default=6.0, description="how many standard deviations above the mean.", gt=0, le=1000
+    )
+    ratio: float | None = Field(
+        default=None,
+        description="also count a step whose loss is above ratio x the window's mean (e.g. 1.5).",
+        gt=1,
+        le=1000,
+    )
+    patience: int = Field(
+        default=3, description="consecutive spiking steps before it counts.", ge=1, le=10_000
+    )
+
+
+class Rollback(ApiModel):
+    """What to do when training diverges: restart from an earlier checkpoint with a lower
+    learning rate, optionally skipping the data around the spike (as PaLM did)."""
+
+    enabled: bool = Field(default=True, description="roll back on divergence.")
+    rule: SpikeRule = Field(default_factory=SpikeRule, description="what counts as divergence.")
+    steps_back: int = Field(
+        default=100,
+        description="restart from a checkpoint at least this many steps before the spike.",
+        ge=0,
+    )
+    lr_factor: float = Field(
+        default=0.5, description="multiply the learning rate by this at each rollback.", gt=0, le=1
+    )
+    skip_batches: int = Field(
+        default=0,
+        description="data batches after the restart checkpoint to skip (PaLM skipped 200-500).",
+        ge=0,
+    )
+    max_rollbacks: int = Field(
+        default=3, description="rollbacks allowed before the job fails.", ge=0, le=1000
+    )
