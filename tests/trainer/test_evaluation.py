@@ -9,6 +9,7 @@ from pathlib import Path
 from tests.trainer.runs import run
 from trainkube.api.data import BuiltinCorpus
 from trainkube.api.evaljob import ExactMatch, Gate, MultipleChoice, Perplexity
+from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import (
     EvalTask,
     Evaluation,
@@ -18,7 +19,6 @@ from trainkube.runconfig import (
     RunConfig,
     Task,
 )
-from trainkube_trainer.exitcodes import ExitCode
 
 
 def _config(root: Path, candidate: Path, baseline: Path, gates: list[Gate]) -> RunConfig:

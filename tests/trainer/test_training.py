@@ -15,8 +15,8 @@ from tests.trainer.runs import TINY, pretrain_config, run
 from trainkube.api.data import BuiltinCorpus
 from trainkube.api.finetunejob import Lora
 from trainkube.api.training import Training
+from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import DataRef, Fault, ModelRef, Output, Task, Tracking
-from trainkube_trainer.exitcodes import ExitCode
 
 
 @pytest.mark.parametrize("stage", [2, 3])

@@ -1,7 +1,8 @@
 """`python -m trainkube_trainer --config run.json`: one attempt of one job on this worker.
 
-Exit codes (see `exitcodes.ExitCode`) tell the operator what happened; rank 0 also leaves
-`result.json` in the reporting folder with the outcome and the last progress.
+Exit codes (`trainkube.exitcodes.ExitCode`, shared with the operator) tell the operator what
+happened; rank 0 also leaves `result.json` in the reporting folder with the outcome and the last
+progress.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig, Task
-from trainkube_trainer.exitcodes import DivergedError, ExitCode
+from trainkube_trainer.exitcodes import DivergedError
 from trainkube_trainer.reporting import Reporter, log, sink_for
 
 

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 
 from trainkube.api.data import DataSource
+from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import DataRef, EvalTask, Files, ModelRef, RunConfig
 from trainkube_trainer import gates
 from trainkube_trainer.data.source import load_records
 from trainkube_trainer.data.tokenize import pack_text
 from trainkube_trainer.distributed import DistEnv
-from trainkube_trainer.exitcodes import ExitCode
 from trainkube_trainer.models import load_model, load_tokenizer
 from trainkube_trainer.reporting import Reporter
 

@@ -1,15 +1,5 @@
-"""Exit codes: how a worker tells the operator what happened, beyond success and failure."""
-
-from enum import IntEnum
-
-
-class ExitCode(IntEnum):
-    SUCCESS = 0
-    FAILED = 1
-    INVALID_CONFIG = 2
-    DIVERGED = 10  # loss spike or NaN/Inf: the operator rolls back
-    OUT_OF_MEMORY = 11  # the operator escalates the plan
-    GATES_FAILED = 12  # evaluation ran; a gate did not hold
+"""How training ends early on divergence. The exit codes themselves are shared with the operator
+in `trainkube.exitcodes`."""
 
 
 class DivergedError(Exception):

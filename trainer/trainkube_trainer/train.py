@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig
 from trainkube_trainer import tracking
 from trainkube_trainer.checkpoints import Checkpoint, CheckpointManager
@@ -23,7 +24,7 @@ from trainkube_trainer.datasets_split import Sequences, train_and_validation
 from trainkube_trainer.distributed import DistEnv, broadcast, mean_over_ranks
 from trainkube_trainer.divergence import DivergenceDetector
 from trainkube_trainer.engine import Built, build
-from trainkube_trainer.exitcodes import DivergedError, ExitCode
+from trainkube_trainer.exitcodes import DivergedError
 from trainkube_trainer.models import load_tokenizer
 from trainkube_trainer.reporting import Reporter
 
