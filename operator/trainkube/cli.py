@@ -78,13 +78,17 @@ def _operator(namespaces: list[str], liveness: str, metrics_port: int) -> int:
 
     from trainkube.controller import handlers  # noqa: PLC0415 - registers the handlers
 
-    handlers.watch_namespaces(namespaces, metrics_port=metrics_port)
+    lost = handlers.configure_scope(namespaces, metrics_port=metrics_port)
     kopf.run(
         standalone=True,
         namespaces=namespaces,
         clusterwide=not namespaces,
         liveness_endpoint=liveness,
+        stop_flag=lost,
     )
+    if lost.is_set():
+        print("trainkube operator: leadership lost", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -77,11 +77,11 @@ def test_pretrain_fine_tune_and_evaluate_for_real(
     assert status["plan"]["zeroStage"] == 2
     assert status["plan"]["dataParallelSize"] == 2
     assert [c["step"] for c in status["checkpoints"]] == [100, 120]
-    assert status["output"] == {"modelPath": "tiny-pretrain-checkpoints:final/model"}
+    assert status["output"] == {"modelPath": "tiny-pretrain-ltj-checkpoints:final/model"}
     worker = (
         client.CoreV1Api(api_client)
         .list_namespaced_pod(
-            namespace, label_selector="batch.kubernetes.io/job-name=tiny-pretrain-a1"
+            namespace, label_selector="batch.kubernetes.io/job-name=tiny-pretrain-ltj-a1"
         )
         .items[0]
     )
@@ -97,8 +97,8 @@ def test_pretrain_fine_tune_and_evaluate_for_real(
     )
     lora = _phase(api_client, namespace, "finetunejobs", "tiny-lora", "Succeeded", 240)
     assert lora["output"] == {
-        "adapterPath": "tiny-lora-checkpoints:final/adapter",
-        "modelPath": "tiny-lora-checkpoints:final/model",
+        "adapterPath": "tiny-lora-ftj-checkpoints:final/adapter",
+        "modelPath": "tiny-lora-ftj-checkpoints:final/model",
     }
     evaluation = _phase(api_client, namespace, "evaljobs", "tiny-ab", "Succeeded", 240)
     metrics = {(r["evaluation"], r["metric"]): r for r in evaluation["results"]}

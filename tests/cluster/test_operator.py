@@ -90,7 +90,7 @@ def test_a_training_job_gets_children_of_the_right_shape(
 ) -> None:
     _apply(crds, namespace, _training_job("shape"))
     batch, core = client.BatchV1Api(api_client), client.CoreV1Api(api_client)
-    job = wait_for(lambda: batch.read_namespaced_job("shape-a1", namespace), timeout_s=30)
+    job = wait_for(lambda: batch.read_namespaced_job("shape-ltj-a1", namespace), timeout_s=30)
     owner = job.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.controller) == ("LLMTrainingJob", "shape", True)
     assert job.metadata.labels["trainkube.io/job"] == "shape"
@@ -104,29 +104,31 @@ def test_a_training_job_gets_children_of_the_right_shape(
     )
     pod = spec.template.spec
     assert pod.restart_policy == "Never"
-    assert pod.subdomain == "shape-workers"
-    assert pod.service_account_name == "shape-worker"
+    assert pod.subdomain == "shape-ltj-workers"
+    assert pod.service_account_name == "shape-ltj-worker"
     assert spec.template.metadata.labels["kueue.x-k8s.io/queue-name"] == "team-a"
     container = pod.containers[0]
     assert container.command[:3] == ["deepspeed", "--hostfile=/etc/trainkube/hostfile", "--no_ssh"]
     assert "--node_rank=$(JOB_COMPLETION_INDEX)" in container.command
-    assert "--master_addr=shape-a1-0.shape-workers" in container.command
+    assert "--master_addr=shape-ltj-a1-0.shape-ltj-workers" in container.command
     assert container.resources.limits[nodes.GPU_RESOURCE] == "8"
     shm = next(v for v in pod.volumes if v.name == "shm")
     assert shm.empty_dir.medium == "Memory"
 
-    service = core.read_namespaced_service("shape-workers", namespace)
+    service = core.read_namespaced_service("shape-ltj-workers", namespace)
     assert service.spec.cluster_ip == "None"
-    config = core.read_namespaced_config_map("shape-run-a1", namespace).data
+    config = core.read_namespaced_config_map("shape-ltj-run-a1", namespace).data
     run = RunConfig.model_validate(json.loads(config["run.json"]))
     assert run.attempt == 1
     assert run.plan is not None
     assert run.plan.deepspeed["train_batch_size"] == 64
     assert config["hostfile"] == (
-        "shape-a1-0.shape-workers slots=8\nshape-a1-1.shape-workers slots=8\n"
+        "shape-ltj-a1-0.shape-ltj-workers slots=8\nshape-ltj-a1-1.shape-ltj-workers slots=8\n"
     )
-    role = client.RbacAuthorizationV1Api(api_client).read_namespaced_role("shape-worker", namespace)
-    assert role.rules[0].resource_names == ["shape-report"]
+    role = client.RbacAuthorizationV1Api(api_client).read_namespaced_role(
+        "shape-ltj-worker", namespace
+    )
+    assert role.rules[0].resource_names == ["shape-ltj-report"]
     assert role.rules[0].verbs == ["get", "patch", "update"]
 
 
@@ -190,7 +192,7 @@ def test_suspend_stops_the_workers_and_resume_starts_a_new_attempt(
     _apply(crds, namespace, _training_job("pause", suspend=False))
     resumed = _wait_condition(api_client, namespace, "pause", "Suspended", status="False")
     assert resumed["reason"] == "Resumed"
-    wait_for(lambda: batch.read_namespaced_job("pause-a2", namespace), timeout_s=30)
+    wait_for(lambda: batch.read_namespaced_job("pause-ltj-a2", namespace), timeout_s=30)
     _wait_condition(api_client, namespace, "pause", "Running")
 
 
@@ -308,7 +310,9 @@ def test_a_fine_tune_waits_for_the_job_it_builds_on(
     planned = _wait_condition(api_client, namespace, "adapt", "Planned", plural="finetunejobs")
     assert planned["reason"] == "PlanFits"
     config = wait_for(
-        lambda: client.CoreV1Api(api_client).read_namespaced_config_map("adapt-run-a1", namespace),
+        lambda: client.CoreV1Api(api_client).read_namespaced_config_map(
+            "adapt-ftj-run-a1", namespace
+        ),
         timeout_s=30,
     )
     run = RunConfig.model_validate(json.loads(config.data["run.json"]))
@@ -330,7 +334,7 @@ def test_a_restarted_operator_creates_no_duplicates(
     time.sleep(8)  # a few reconcile rounds of the new process
     batch = client.BatchV1Api(api_client)
     jobs = batch.list_namespaced_job(namespace, label_selector="trainkube.io/job=steady").items
-    assert [j.metadata.name for j in jobs] == ["steady-a1"]
+    assert [j.metadata.name for j in jobs] == ["steady-ltj-a1"]
     assert len(_pods(api_client, namespace, "steady")) == 2
     status = _job(api_client, namespace, "steady")["status"]
     assert [a["number"] for a in status["attempts"]] == [1]
@@ -362,7 +366,7 @@ def _worker_client(api: Any, cluster: LocalCluster, namespace: str, job: str) ->
     token = (
         client.CoreV1Api(api)
         .create_namespaced_service_account_token(
-            f"{job}-worker",
+            f"{job}-ltj-worker",
             namespace,
             client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
         )
@@ -388,7 +392,7 @@ def test_the_trainers_reports_reach_status_through_the_jobs_own_configmap(
         tmp_path,
         enabled=True,
         min_interval=0,
-        sink=ConfigMapSink("talk-report", namespace, api_client=as_worker),
+        sink=ConfigMapSink("talk-ltj-report", namespace, api_client=as_worker),
     )
     reporter.progress(step=20, totalSteps=1000, loss=2.5, tokensPerSecond=1234.5)
     reporter.event("checkpoint", step=20, loss=2.5, path="step-20", bytes=1024, seconds=0.1)
@@ -408,9 +412,11 @@ def test_the_trainers_reports_reach_status_through_the_jobs_own_configmap(
     # The workers may write their own job's report and nothing else.
     worker_core = client.CoreV1Api(as_worker)
     for forbidden in (
-        lambda: worker_core.patch_namespaced_config_map("other-report", namespace, {"data": {}}),
+        lambda: worker_core.patch_namespaced_config_map(
+            "other-ltj-report", namespace, {"data": {}}
+        ),
         lambda: worker_core.list_namespaced_config_map(namespace),
-        lambda: worker_core.read_namespaced_config_map("talk-run-a1", namespace),
+        lambda: worker_core.read_namespaced_config_map("talk-ltj-run-a1", namespace),
     ):
         with pytest.raises(ApiException) as denied:
             forbidden()
@@ -447,7 +453,9 @@ def test_a_missing_secret_is_named_and_the_job_starts_once_it_exists(
     )
     _wait_condition(api_client, namespace, "gated", "Running")
     pod = (
-        client.BatchV1Api(api_client).read_namespaced_job("gated-a1", namespace).spec.template.spec
+        client.BatchV1Api(api_client)
+        .read_namespaced_job("gated-ltj-a1", namespace)
+        .spec.template.spec
     )
     secret = next(v for v in pod.volumes if v.secret)
     assert secret.secret.secret_name == "hf-token"
@@ -552,7 +560,7 @@ def test_an_eval_job_runs_its_workers_and_succeeds(
     }
     _apply(crds, namespace, manifest)
     _wait_condition(api_client, namespace, "judge", "Running", plural="evaljobs")
-    config = client.CoreV1Api(api_client).read_namespaced_config_map("judge-run-a1", namespace)
+    config = client.CoreV1Api(api_client).read_namespaced_config_map("judge-evj-run-a1", namespace)
     run = RunConfig.model_validate(json.loads(config.data["run.json"]))
     assert run.task == "eval"
     assert run.evaluation is not None

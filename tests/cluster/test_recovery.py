@@ -29,12 +29,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _attempt_pods(api: Any, namespace: str, job: str, attempt: int) -> list[Any]:
-    selector = f"batch.kubernetes.io/job-name={job}-a{attempt}"
+    selector = f"batch.kubernetes.io/job-name={job}-ltj-a{attempt}"
     return list(client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items)
 
 
 def _run_config(api: Any, namespace: str, job: str, attempt: int) -> RunConfig:
-    config = client.CoreV1Api(api).read_namespaced_config_map(f"{job}-run-a{attempt}", namespace)
+    config = client.CoreV1Api(api).read_namespaced_config_map(
+        f"{job}-ltj-run-a{attempt}", namespace
+    )
     return RunConfig.model_validate(json.loads(config.data["run.json"]))
 
 
@@ -76,7 +78,7 @@ def test_failures_restart_the_gang_until_the_budget_is_used(
     _wait_condition(api_client, namespace, "flaky", "Running")
     # The failed attempt's Job is gone; the new one runs.
     jobs = client.BatchV1Api(api_client).list_namespaced_job(namespace).items
-    assert [j.metadata.name for j in jobs] == ["flaky-a2"]
+    assert [j.metadata.name for j in jobs] == ["flaky-ltj-a2"]
 
     _finish(api_client, namespace, _attempt_pods(api_client, namespace, "flaky", 2)[0], 1)
     failed = _wait_condition(api_client, namespace, "flaky", "Failed")

@@ -16,7 +16,8 @@ from trainkube.api.llmtrainingjob import LLMTrainingJob
 from trainkube.api.refs import JobOutputRef
 from trainkube.api.status import Output
 from trainkube.controller import children, runspec
-from trainkube.controller.status import Observed, derive, parse_report
+from trainkube.controller.report import parse_report
+from trainkube.controller.status import Observed, derive
 from trainkube.planner import plan
 from trainkube.planner.from_spec import request_for
 from trainkube.timestamps import later
@@ -56,16 +57,16 @@ def test_created_checkpoint_volume_is_mounted_and_output_goes_to_its_final_folde
     spec = _spec(JOB)
     mounts = {(c.claim, c.mount_path, c.sub_path) for c in spec.claims}
     assert mounts == {
-        ("tiny-pretrain-checkpoints", "/checkpoints", ""),
-        ("tiny-pretrain-checkpoints", "/output", "final"),
+        ("tiny-pretrain-ltj-checkpoints", "/checkpoints", ""),
+        ("tiny-pretrain-ltj-checkpoints", "/output", "final"),
     }
     run = spec.run_config
     assert run.checkpoints is not None
     assert (run.checkpoints.directory, run.checkpoints.interval) == ("/checkpoints", 20)
     assert run.output is not None
     assert run.output.directory == "/output"
-    assert spec.output == Output(model_path="tiny-pretrain-checkpoints:final/model")
-    assert run.reporting.configmap == "tiny-pretrain-report"
+    assert spec.output == Output(model_path="tiny-pretrain-ltj-checkpoints:final/model")
+    assert run.reporting.configmap == "tiny-pretrain-ltj-report"
     assert run.plan is not None
     assert run.plan.zero_stage == 2
 
@@ -93,14 +94,14 @@ def test_from_job_waits_until_the_referenced_output_exists() -> None:
         runspec.worker_spec(
             finetune, namespace="ns", plan=chosen, attempt=runspec.Attempt(), resolve=_no_output
         )
-    done = Output(model_path="tiny-pretrain-checkpoints:final/model")
+    done = Output(model_path="tiny-pretrain-ltj-checkpoints:final/model")
     spec = runspec.worker_spec(
         finetune, namespace="ns", plan=chosen, attempt=runspec.Attempt(), resolve=lambda ref: done
     )
-    assert spec.run_config.model.path == "/models/tiny-pretrain-checkpoints/final/model"
+    assert spec.run_config.model.path == "/models/tiny-pretrain-ltj-checkpoints/final/model"
     assert spec.output == Output(
-        model_path="tiny-lora-checkpoints:final/model",
-        adapter_path="tiny-lora-checkpoints:final/adapter",
+        model_path="tiny-lora-ftj-checkpoints:final/model",
+        adapter_path="tiny-lora-ftj-checkpoints:final/adapter",
     )
 
 
@@ -137,7 +138,7 @@ def test_worker_job_runs_the_deepspeed_launcher_without_retries() -> None:
         "--hostfile=/etc/trainkube/hostfile",
         "--no_ssh",
     ]
-    assert "--master_addr=llama-7b-a3-0.llama-7b-workers" in container["command"]
+    assert "--master_addr=llama-7b-ltj-a3-0.llama-7b-ltj-workers" in container["command"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert container["resources"]["limits"]["memory"] == "1600Gi"
     assert pod["priorityClassName"] == "training-high"
@@ -154,8 +155,8 @@ def test_cpu_jobs_use_one_process_per_node_and_request_no_gpu() -> None:
         PRETRAIN, attempt=1, spec=_spec(JOB), resources=JOB.spec.resources
     )
     assert manifest["data"]["hostfile"].splitlines() == [
-        "tiny-pretrain-a1-0.tiny-pretrain-workers slots=1",
-        "tiny-pretrain-a1-1.tiny-pretrain-workers slots=1",
+        "tiny-pretrain-ltj-a1-0.tiny-pretrain-ltj-workers slots=1",
+        "tiny-pretrain-ltj-a1-1.tiny-pretrain-ltj-workers slots=1",
     ]
     pod = children.worker_job(PRETRAIN, JOB, attempt=1, spec=_spec(JOB), image="img")
     limits = pod["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
@@ -186,10 +187,16 @@ def _pod(
 
 def _batch_job(condition: str | None = None) -> dict[str, Any]:
     conditions = [{"type": condition, "status": "True"}] if condition else []
-    return {"metadata": {"name": "tiny-a1"}, "status": {"conditions": conditions}}
+    return {
+        "metadata": {"name": "tiny-ltj-a1", "uid": "job-uid-1"},
+        "status": {"conditions": conditions},
+    }
 
 
 def _observed(**kw: Any) -> Observed:
+    """Observations; an attempt Job given is also among the Jobs that exist."""
+    if kw.get("attempt_job") is not None:
+        kw.setdefault("existing_attempts", (1,))
     return Observed(**{"generation": 1, "nodes": 2, "suspend": False, "now": NOW, **kw})
 
 
@@ -322,7 +329,7 @@ def test_time_suspended_does_not_count_against_the_deadline() -> None:
     assert active.phase != "Failed"
     late = derive(active, observed=at(6401, attempt_job=job), plan=PLAN)
     assert late.status.phase == "Failed"
-    assert late.delete_attempt
+    assert late.delete_attempts == [1]
     failed = next(c for c in late.status.conditions if c.type == "Failed")
     assert failed.reason == "DeadlineExceeded"
 
@@ -330,8 +337,9 @@ def test_time_suspended_does_not_count_against_the_deadline() -> None:
 def test_suspending_deletes_the_attempt_and_says_so() -> None:
     first = derive(JOB.status, observed=_observed(), plan=PLAN).status
     decision = derive(first, observed=_observed(attempt_job=_batch_job(), suspend=True), plan=PLAN)
-    assert decision.delete_attempt
+    assert decision.delete_attempts == [1]
     assert decision.status.phase == "Suspended"
+    assert decision.status.attempts[-1].reason == "Suspended"
 
 
 def test_a_plan_that_does_not_fit_fails_without_children() -> None:

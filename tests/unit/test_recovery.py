@@ -99,7 +99,8 @@ def test_divergence_rolls_back_before_the_spike_with_a_lower_learning_rate() -> 
     assert rollback.skipped_batches == 5
     recovery = decision.status.recovery
     assert recovery is not None
-    assert (recovery.resume_step, recovery.learning_rate_factor) == (30, 0.5)
+    assert recovery.learning_rate_factor == 0.5
+    assert recovery.resume_step is None  # used up by attempt 2, which resumes from step 30
     assert [(r.start, r.end) for r in recovery.skip_batches] == [(33, 38)]
     assert recovery.restarts == 0  # rollbacks do not use the restart budget
     rolling = next(c for c in decision.status.conditions if c.type == "RollingBack")
@@ -115,7 +116,7 @@ def test_a_spike_before_any_early_checkpoint_starts_over_from_step_zero() -> Non
     )
     recovery = decision.status.recovery
     assert recovery is not None
-    assert recovery.fresh_start
+    assert decision.status.attempts[-1].resumed_from_step == 0  # a fresh start
     assert decision.status.rollbacks[0].from_checkpoint_step == 0
 
 
@@ -170,7 +171,8 @@ def test_a_requested_rollback_restarts_from_the_checkpoint_at_or_before_the_step
     assert decision.status.rollbacks[0].from_checkpoint_step == 20
     assert decision.status.rollbacks[0].rule == "requested: trainkube.io/rollback-to=25"
     assert decision.status.recovery is not None
-    assert decision.status.recovery.resume_step == 20
+    assert decision.status.attempts[-1].resumed_from_step == 20
+    assert decision.status.attempts[-2].reason == "RollbackRequested"
     # Acted on once: the same annotation value does nothing more.
     again = derive(decision.status, observed=seen, plan=PLAN)
     assert again.create_attempt is None

@@ -13,6 +13,11 @@ from pydantic import Field
 
 from trainkube.api.base import ApiModel
 
+# Every list in status is bounded, so that an object never nears etcd's size limit.
+MAX_ATTEMPTS = 20
+MAX_ROLLBACKS = 20
+MAX_CHECKPOINTS = 100
+
 
 class ConditionType(StrEnum):
     PLANNED = "Planned"
@@ -31,6 +36,7 @@ class Reason(StrEnum):
     DOES_NOT_FIT = "DoesNotFit"
     WAITING_FOR_INPUT = "WaitingForInput"
     INVALID_SPEC = "InvalidSpec"
+    CHILD_REJECTED = "ChildRejected"
     SECRET_NOT_FOUND = "SecretNotFound"
     VOLUME_NOT_FOUND = "VolumeNotFound"
     WORKERS_STARTING = "WorkersStarting"
@@ -38,6 +44,7 @@ class Reason(StrEnum):
     COMPLETED = "Completed"
     GATES_FAILED = "GatesFailed"
     WORKER_FAILED = "WorkerFailed"
+    ATTEMPT_DELETED = "AttemptDeleted"
     OUT_OF_MEMORY = "OutOfMemory"
     DIVERGED = "Diverged"
     RESTARTS_EXHAUSTED = "RestartsExhausted"
@@ -125,6 +132,11 @@ class Attempt(ApiModel):
     )
     learning_rate: float | None = Field(default=None, description="peak learning rate it used.")
     zero_stage: int | None = Field(default=None, description="ZeRO stage of its plan.")
+    job_uid: str | None = Field(
+        default=None,
+        description="uid of the batch Job that runs it, once the operator has seen it; a Job "
+        "that vanishes after that ends the attempt as failed.",
+    )
 
 
 class Progress(ApiModel):
@@ -189,7 +201,17 @@ class PlanEscalation(ApiModel):
 class RecoveryState(ApiModel):
     """What the next attempt inherits from the failures and rollbacks so far."""
 
-    restarts: int = Field(default=0, description="attempts started after failures.", ge=0)
+    restarts: int = Field(
+        default=0,
+        description="attempts started after failures (counted against maxRestarts).",
+        ge=0,
+    )
+    rollbacks: int = Field(
+        default=0,
+        description="rollbacks so far, after divergence or asked for (counted against "
+        "maxRollbacks; they spend no restarts).",
+        ge=0,
+    )
     learning_rate_factor: float = Field(
         default=1.0, description="product of the lrFactor of every rollback so far.", gt=0
     )
@@ -237,14 +259,21 @@ class JobStatus(ApiModel):
     )
     plan: PlanStatus | None = Field(default=None, description="the current plan.")
     attempts: list[Attempt] = Field(
-        default_factory=list, description="every attempt, oldest first.", max_length=10_000
+        default_factory=list,
+        description=f"the last {MAX_ATTEMPTS} attempts, oldest first (numbers count them all).",
+        max_length=MAX_ATTEMPTS,
     )
     progress: Progress | None = Field(default=None, description="progress of the run.")
     checkpoints: list[CheckpointRecord] = Field(
-        default_factory=list, description="checkpoints kept on the volume, oldest first."
+        default_factory=list,
+        description=f"checkpoints kept on the volume, oldest first (the newest {MAX_CHECKPOINTS}).",
+        max_length=MAX_CHECKPOINTS,
     )
     rollbacks: list[RollbackRecord] = Field(
-        default_factory=list, description="rollbacks so far, oldest first."
+        default_factory=list,
+        description=f"the last {MAX_ROLLBACKS} rollbacks, oldest first "
+        "(recovery.rollbacks counts them all).",
+        max_length=MAX_ROLLBACKS,
     )
     output: Output | None = Field(default=None, description="where the result went.")
     recovery: RecoveryState | None = Field(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from trainkube.api.common import PodTemplate, Resources
+from trainkube.api.resources import Resources
+from trainkube.api.template import PodTemplate
 from trainkube.controller import layout, naming
 from trainkube.controller.runspec import Job, WorkerSpec
 
@@ -14,12 +15,18 @@ MASTER_PORT = 29500
 WORKER = "worker"
 
 
+def _ids(body: dict[str, Any]) -> tuple[str, str]:
+    """The job's kind and name, which every child name and label carries."""
+    return body["kind"], body["metadata"]["name"]
+
+
 def _meta(body: dict[str, Any], name: str, component: str, **extra: Any) -> dict[str, Any]:
-    job = body["metadata"]["name"]
     return {
         "name": name,
         "namespace": body["metadata"]["namespace"],
-        "labels": naming.labels(kind=body["kind"], job=job, component=component),
+        "labels": naming.labels(
+            kind=body["kind"], job=body["metadata"]["name"], component=component
+        ),
         "ownerReferences": [naming.owner_reference(body)],
         **extra,
     }
@@ -27,37 +34,37 @@ def _meta(body: dict[str, Any], name: str, component: str, **extra: Any) -> dict
 
 def service(body: dict[str, Any]) -> dict[str, Any]:
     """The headless Service that gives every worker a stable DNS name (<pod>.<service>)."""
-    job = body["metadata"]["name"]
+    kind, job = _ids(body)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(body, naming.service_name(job), WORKER),
+        "metadata": _meta(body, naming.service_name(kind, job), WORKER),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {naming.JOB_LABEL: job, naming.COMPONENT_LABEL: WORKER},
+            "selector": {**naming.selector(kind, job), naming.COMPONENT_LABEL: WORKER},
             "ports": [{"name": "rendezvous", "port": MASTER_PORT}],
         },
     }
 
 
 def _hosts(body: dict[str, Any], attempt: int, resources: Resources) -> list[str]:
-    job = body["metadata"]["name"]
-    pod_job = naming.attempt_job_name(job, attempt)
-    return [f"{pod_job}-{i}.{naming.service_name(job)}" for i in range(resources.nodes)]
+    kind, job = _ids(body)
+    pod_job = naming.attempt_job_name(kind, job, attempt)
+    return [f"{pod_job}-{i}.{naming.service_name(kind, job)}" for i in range(resources.nodes)]
 
 
 def run_config_map(
     body: dict[str, Any], *, attempt: int, spec: WorkerSpec, resources: Resources
 ) -> dict[str, Any]:
     """The attempt's run config, DeepSpeed config and hostfile, mounted at /etc/trainkube."""
-    job = body["metadata"]["name"]
+    kind, job = _ids(body)
     slots = max(resources.gpus_per_node, 1)
     plan = spec.run_config.plan
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(body, naming.run_config_name(job, attempt), WORKER),
+        "metadata": _meta(body, naming.run_config_name(kind, job, attempt), WORKER),
         "data": {
             "run.json": spec.run_config.dump(),
             "deepspeed.json": json.dumps(plan.deepspeed if plan else {}, indent=2, sort_keys=True),
@@ -68,16 +75,15 @@ def run_config_map(
 
 def report_config_map(body: dict[str, Any]) -> dict[str, Any]:
     """Where rank 0 reports progress (the only object the workers may write)."""
-    job = body["metadata"]["name"]
-    meta = _meta(body, naming.report_name(job), "report")
+    meta = _meta(body, naming.report_name(*_ids(body)), "report")
     meta["labels"][naming.REPORT_LABEL] = "true"
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {}}
 
 
 def worker_rbac(body: dict[str, Any]) -> list[dict[str, Any]]:
     """A ServiceAccount for the workers and a Role that lets them write their report only."""
-    job = body["metadata"]["name"]
-    account = naming.account_name(job)
+    kind, job = _ids(body)
+    account = naming.account_name(kind, job)
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(body, account, WORKER)},
         {
@@ -88,7 +94,7 @@ def worker_rbac(body: dict[str, Any]) -> list[dict[str, Any]]:
                 {
                     "apiGroups": [""],
                     "resources": ["configmaps"],
-                    "resourceNames": [naming.report_name(job)],
+                    "resourceNames": [naming.report_name(kind, job)],
                     "verbs": ["get", "patch", "update"],
                 }
             ],
@@ -121,7 +127,7 @@ def checkpoint_claim(body: dict[str, Any], job: Job) -> dict[str, Any] | None:
     }
     if volume.storage_class_name:
         spec["storageClassName"] = volume.storage_class_name
-    name = naming.checkpoint_claim_name(body["metadata"]["name"])
+    name = naming.checkpoint_claim_name(*_ids(body))
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -143,9 +149,11 @@ def _container_resources(resources: Resources) -> dict[str, Any]:
 def _volumes(
     body: dict[str, Any], attempt: int, spec: WorkerSpec, template: PodTemplate
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    job = body["metadata"]["name"]
     volumes: list[dict[str, Any]] = [
-        {"name": "run-config", "configMap": {"name": naming.run_config_name(job, attempt)}},
+        {
+            "name": "run-config",
+            "configMap": {"name": naming.run_config_name(*_ids(body), attempt)},
+        },
         {"name": "shm", "emptyDir": {"medium": "Memory"}},
         {"name": "report", "emptyDir": {}},
     ]
@@ -209,13 +217,11 @@ def worker_job(
     image: str,
 ) -> dict[str, Any]:
     """One attempt: an Indexed Job of `nodes` pods that all run at once and never retry."""
-    name = body["metadata"]["name"]
+    kind, name = _ids(body)
     resources: Resources = job.spec.resources
     template: PodTemplate = job.spec.template
     volumes, mounts = _volumes(body, attempt, spec, template)
-    pod_labels = naming.labels(
-        kind=body["kind"], job=name, component=WORKER, extra=dict(template.labels)
-    )
+    pod_labels = naming.labels(kind=kind, job=name, component=WORKER, extra=dict(template.labels))
     pod_labels[naming.ATTEMPT_LABEL] = str(attempt)
     env = [
         {
@@ -239,8 +245,8 @@ def worker_job(
         container["imagePullPolicy"] = template.image_pull_policy
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "subdomain": naming.service_name(name),
-        "serviceAccountName": template.service_account_name or naming.account_name(name),
+        "subdomain": naming.service_name(kind, name),
+        "serviceAccountName": template.service_account_name or naming.account_name(kind, name),
         "containers": [container],
         "volumes": volumes,
     }
@@ -252,7 +258,7 @@ def worker_job(
         pod_spec["affinity"] = template.affinity
     if template.priority_class_name:
         pod_spec["priorityClassName"] = template.priority_class_name
-    meta = _meta(body, naming.attempt_job_name(name, attempt), WORKER)
+    meta = _meta(body, naming.attempt_job_name(kind, name, attempt), WORKER)
     meta["labels"] = {**pod_labels}
     return {
         "apiVersion": "batch/v1",

@@ -1,11 +1,11 @@
-"""kopf handlers: thin. Create, update and resume run the reconcile at once; a sweeper thread
-runs it for every job every few seconds (level-based: whatever changed in the children, the
-next sweep sees it).
+"""kopf runs the operator process (start-up, clean shutdown, the liveness endpoint); the work
+is done by the controller (`manager.Controller`): informers, one work queue, worker threads.
 
-Why a sweeper and not kopf timers: kopf puts a finalizer on every object with a timer, so a
-job could not be deleted while the operator is down, and deletions initiated by the operator
-itself (ttlSecondsAfterFinished) stalled on it. kopf's own bookkeeping stays in annotations
-(trainkube.io/...), never in status; handlers return nothing.
+Leader election comes first: a replica watches nothing and reads nothing but its Lease until it
+leads. When it stops leading, it stops acting at once (every write checks the lease) and the
+process ends, as controller-runtime's do; its Deployment starts it again as a standby. kopf
+writes nothing into the jobs (no finalizers, no annotations): deleting a job never waits for
+the operator.
 """
 
 from __future__ import annotations
@@ -13,119 +13,60 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import kopf
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from kubernetes import config
 
-from trainkube.api import GROUP, KINDS, VERSION
 from trainkube.controller import metrics
-from trainkube.controller.events import post_event
-from trainkube.controller.keyedlocks import KeyedLocks
+from trainkube.controller.clients import Clients, TimedApiClient
 from trainkube.controller.leader import LeaderElector
-from trainkube.controller.reconcile import Clients, reconcile
+from trainkube.controller.manager import Controller
 
-SWEEP_INTERVAL_SECONDS = 3.0
 log = logging.getLogger("trainkube")
-_locks = KeyedLocks()  # one reconcile at a time per job (sweeper and kopf handlers)
-_scope: dict[str, Any] = {"namespaces": [], "metrics_port": 0}
+_scope: dict[str, Any] = {"namespaces": [], "metrics_port": 0, "lost": threading.Event()}
 
 
-def watch_namespaces(namespaces: list[str], *, metrics_port: int = 0) -> None:
-    """Limit the sweeper to these namespaces (all when empty; kopf gets the same list), and
-    serve Prometheus metrics on `metrics_port` (0: none)."""
+def configure_scope(namespaces: list[str], *, metrics_port: int = 0) -> threading.Event:
+    """Watch only these namespaces (all when empty) and serve Prometheus metrics on
+    `metrics_port` (0: none). The returned flag is set when leadership is lost: kopf stops."""
     _scope["namespaces"] = list(namespaces)
     _scope["metrics_port"] = metrics_port
-
-
-def _reconcile_one(body: dict[str, Any], clients: Clients) -> None:
-    elector = _scope.get("elector")
-    if elector is not None and not elector.is_leader:
-        return  # another replica acts; this one stands by
-    timer = metrics.RECONCILE_SECONDS.labels(body["kind"]).time()
-    with _locks.hold(body["metadata"]["uid"]), timer:
-        try:
-            events = reconcile(body, clients)
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels(body["kind"]).inc()
-            raise
-        for kind, reason, message in events:
-            post_event(clients, body, kind=kind, reason=reason, message=message)
-
-
-def _list(clients: Clients, plural: str) -> list[dict[str, Any]]:
-    namespaces = _scope["namespaces"]
-    if not namespaces:
-        found: Any = clients.custom.list_cluster_custom_object(GROUP, VERSION, plural)
-        return list(found["items"])
-    items: list[dict[str, Any]] = []
-    for namespace in namespaces:
-        page: Any = clients.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
-        items.extend(page["items"])
-    return items
-
-
-def _sweep(clients: Clients, stop: threading.Event) -> None:
-    while not stop.wait(SWEEP_INTERVAL_SECONDS):
-        started = time.monotonic()
-        for kind in KINDS:
-            try:
-                bodies = _list(clients, kind.plural)
-            except ApiException as error:
-                log.warning("cannot list %s: %s", kind.plural, error.reason)
-                continue
-            metrics.record_jobs(kind.kind, bodies)
-            for body in bodies:
-                if body["metadata"].get("deletionTimestamp"):
-                    continue
-                try:
-                    _reconcile_one(body, clients)
-                except Exception:  # one broken job must not stop the others
-                    name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-                    log.exception("reconcile of %s %s failed", kind.kind, name)
-        log.debug("sweep took %.2f s", time.monotonic() - started)
+    lost: threading.Event = _scope["lost"]
+    return lost
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events only (see events.post_event)
-    settings.watching.server_timeout = 300
+    settings.scanning.disabled = True  # kopf watches nothing: no CRD or namespace scans
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    memo.clients = Clients.create(client.ApiClient())
+    clients = Clients.create(TimedApiClient())
     namespace = os.environ.get("POD_NAMESPACE") or (_scope["namespaces"] or ["default"])[0]
-    elector = LeaderElector(memo.clients.api, namespace=namespace)
-    _scope["elector"] = elector
-    elector.start()
-    metrics.LEADER.set_function(lambda: 1.0 if elector.is_leader else 0.0)
-    memo.stop = threading.Event()
-    memo.sweeper = threading.Thread(
-        target=_sweep, args=(memo.clients, memo.stop), name="trainkube-sweeper", daemon=True
+    elector = LeaderElector(clients.api, namespace=namespace)
+    controller = Controller(
+        clients, namespaces=_scope["namespaces"], is_leader=lambda: elector.is_leader
     )
-    memo.sweeper.start()
+
+    def started() -> None:
+        threading.Thread(target=controller.run, name="trainkube-controller", daemon=True).start()
+
+    def stopped() -> None:
+        log.error("leadership lost: stopping; a restart makes this replica a standby")
+        controller.shutdown()
+        _scope["lost"].set()
+
+    elector.on_started, elector.on_stopped = started, stopped
+    memo.elector, memo.controller = elector, controller
+    metrics.LEADER.set_function(lambda: 1.0 if elector.is_leader else 0.0)
     metrics.serve(_scope["metrics_port"])
+    elector.start()
 
 
 @kopf.on.cleanup()
-def shutdown(memo: kopf.Memo, **_: Any) -> None:
-    memo.stop.set()
-    if _scope.get("elector") is not None:
-        _scope["elector"].stop()
-
-
-def _reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _reconcile_one(dict(body), memo.clients)
-
-
-for _kind in KINDS:
-    kopf.on.create(GROUP, VERSION, _kind.plural)(_reconcile)
-    kopf.on.update(GROUP, VERSION, _kind.plural, field="spec")(_reconcile)
-    kopf.on.resume(GROUP, VERSION, _kind.plural)(_reconcile)
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.shutdown()
+    memo.elector.stop()

@@ -2,7 +2,11 @@
 once: only the holder reconciles; the others stand by and take over when the lease expires.
 
 The lease is renewed every `renew_seconds`; a holder that fails to renew for `duration_seconds`
-loses it, and another replica acquires it (optimistic concurrency on the resourceVersion).
+loses it, and another replica acquires it (optimistic concurrency on the resourceVersion). The
+holder stops acting earlier, the moment its last successful renewal is older than
+`renew_deadline` (shorter than the lease, as in client-go), so two replicas never act at once
+even when renewals hang. `on_started` runs when this replica becomes the leader, `on_stopped`
+when it stops being it; a standby reads nothing but the Lease.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,17 +42,23 @@ class LeaderElector:
         duration_seconds: int = 15,
         renew_seconds: float = 3.0,
         identity: str | None = None,
+        on_started: Callable[[], None] | None = None,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         self.coordination = client.CoordinationV1Api(api)
         self.namespace, self.name = namespace, name
         self.duration, self.renew = duration_seconds, renew_seconds
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.renew_deadline = max(duration_seconds - 2 * renew_seconds, renew_seconds)
+        self.on_started, self.on_stopped = on_started, on_stopped
         self._leader = threading.Event()
         self._stop = threading.Event()
+        self._renewed = 0.0  # time.monotonic() of the last successful renewal
 
     @property
     def is_leader(self) -> bool:
-        return self._leader.is_set()
+        """Whether this replica may act now: it holds the lease and renewed it recently."""
+        return self._leader.is_set() and time.monotonic() - self._renewed < self.renew_deadline
 
     def _spec(self, *, transitions: int, acquired: datetime | None) -> Any:
         now = _now()
@@ -61,7 +73,9 @@ class LeaderElector:
     def try_acquire_or_renew(self) -> bool:
         """One round: take a free or expired lease, renew ours, or stand by."""
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.renew
+            )
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -70,7 +84,9 @@ class LeaderElector:
                 spec=self._spec(transitions=0, acquired=None),
             )
             try:
-                self.coordination.create_namespaced_lease(self.namespace, body)
+                self.coordination.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=self.renew
+                )
                 return True
             except ApiException as conflict:
                 if conflict.status == 409:
@@ -90,7 +106,9 @@ class LeaderElector:
             transitions=transitions, acquired=spec.acquire_time if mine else None
         )
         try:
-            self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.coordination.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=self.renew
+            )
         except ApiException as conflict:
             if conflict.status == 409:  # someone else renewed or took it first
                 return False
@@ -101,15 +119,22 @@ class LeaderElector:
         while not self._stop.is_set():
             try:
                 leading = self.try_acquire_or_renew()
-            except Exception as error:
+                taken = not leading  # another replica holds it
+            except Exception as error:  # the apiserver did not answer: keep it until the deadline
                 log.warning("leader election: %s", error)
-                leading = False
-            if leading and not self.is_leader:
-                log.warning("this replica (%s) is now the leader", self.identity)
-                self._leader.set()
-            elif not leading and self.is_leader:
-                log.warning("this replica (%s) lost the lease; standing by", self.identity)
+                leading = taken = False
+            if leading:
+                self._renewed = time.monotonic()
+                if not self._leader.is_set():
+                    log.warning("this replica (%s) is now the leader", self.identity)
+                    self._leader.set()
+                    if self.on_started:
+                        self.on_started()
+            elif self._leader.is_set() and (taken or not self.is_leader):
+                log.warning("this replica (%s) lost the lease", self.identity)
                 self._leader.clear()
+                if self.on_stopped:
+                    self.on_stopped()
             self._stop.wait(self.renew)
 
     def start(self) -> threading.Thread:
@@ -124,10 +149,14 @@ class LeaderElector:
             return
         self._leader.clear()
         try:
-            lease = self.coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self.coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.renew
+            )
             if lease.spec and lease.spec.holder_identity == self.identity:
                 lease.spec.holder_identity = None
                 lease.spec.renew_time = _now() - timedelta(seconds=self.duration + 1)
-                self.coordination.replace_namespaced_lease(self.name, self.namespace, lease)
+                self.coordination.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _request_timeout=self.renew
+                )
         except ApiException as error:
             log.warning("could not release the lease: %s", error.reason)

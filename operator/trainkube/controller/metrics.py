@@ -1,14 +1,17 @@
-"""Prometheus metrics of the operator: jobs by kind and phase, reconcile latency and errors."""
+"""Prometheus metrics of the operator: jobs by kind and phase (counted from the cache at each
+scrape, no API reads), reconcile latency and errors, the work queue's depth, leadership."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import REGISTRY, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-JOBS = Gauge("trainkube_jobs", "trainkube jobs by kind and phase", ["kind", "phase"])
 RECONCILE_SECONDS = Histogram(
     "trainkube_reconcile_seconds",
     "time one reconcile of one job takes",
@@ -22,11 +25,36 @@ LEADER = Gauge("trainkube_leader", "1 when this replica holds the leader lease")
 PHASES = ("Pending", "Planned", "Running", "RollingBack", "Suspended", "Succeeded", "Failed")
 
 
-def record_jobs(kind: str, bodies: list[dict[str, Any]]) -> None:
-    """Set the per-phase job counts of one kind from a full listing."""
-    counts = Counter((b.get("status") or {}).get("phase") or "Pending" for b in bodies)
-    for phase in PHASES:
-        JOBS.labels(kind=kind, phase=phase).set(counts.get(phase, 0))
+def count_jobs(bodies: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """Jobs by (kind, phase); a job without a phase yet is Pending."""
+    return Counter((b["kind"], (b.get("status") or {}).get("phase") or "Pending") for b in bodies)
+
+
+class _Jobs(Collector):
+    """trainkube_jobs{kind,phase} from the cache of the running controller."""
+
+    def __init__(self) -> None:
+        self.cache: Any = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "trainkube_jobs", "trainkube jobs by kind and phase", labels=["kind", "phase"]
+        )
+        if self.cache is not None:
+            counts = count_jobs(self.cache.all_jobs())
+            for kind in sorted({k for k, _ in counts}):
+                for phase in PHASES:
+                    family.add_metric([kind, phase], counts.get((kind, phase), 0))
+        yield family
+
+
+_JOBS = _Jobs()
+REGISTRY.register(_JOBS)
+
+
+def watch_jobs(cache: Any) -> None:
+    """Count jobs from `cache` (anything with `all_jobs()`) from now on."""
+    _JOBS.cache = cache
 
 
 def serve(port: int) -> None:

@@ -1,8 +1,12 @@
-"""One reconcile of one job: read the job and its children, decide (pure), write.
+"""One reconcile of one job: observe (from the caches), derive (pure), act (here, the only place
+that writes).
 
-Writes go through one field manager with server-side apply; the status is patched only when it
-changed. Idempotent: killed at any point and run again, it finds what it created (children
-have deterministic names) and neither duplicates nor loses anything.
+Acting follows one order, so that an operator killed at any line leaves nothing the next
+reconcile cannot finish: first the status, with the resourceVersion it was derived from (a
+conflict means the job changed meanwhile: nothing is done, the job is looked at again); then
+the attempt Jobs to delete; then the attempt to create, and only once no pod of another attempt
+may still run. Creating is idempotent (server-side apply of deterministic names), so an intent
+recorded in status and not yet carried out is simply carried out by the next reconcile.
 """
 
 from __future__ import annotations
@@ -10,299 +14,57 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
 
 from trainkube import timestamps
-from trainkube.api import GROUP, KINDS, VERSION
-from trainkube.api.base import ApiModel
-from trainkube.api.common import JobOutputRef, ModelSource
-from trainkube.api.evaljob import EvalJob, EvalJobStatus
-from trainkube.api.finetunejob import FineTuneJob
-from trainkube.api.llmtrainingjob import LLMTrainingJob
-from trainkube.api.status import ConditionType, JobStatus, Output, PlanEscalation, Reason
-from trainkube.controller import children, naming, runspec
-from trainkube.controller.status import (
-    TERMINAL,
-    Observed,
-    attempt_failed,
-    derive,
-    eval_results,
-    finished_at,
-    is_true,
-    parse_report,
-)
-from trainkube.planner.escalate import escalate
-from trainkube.planner.from_spec import request_for
-from trainkube.planner.memory import Device
-from trainkube.planner.plan import Overrides, Plan, PlanError, PlanRequest, plan
+from trainkube.api import GROUP, VERSION
+from trainkube.api.evaljob import EvalJob
+from trainkube.api.status import ConditionType, JobStatus, Phase, Reason
+from trainkube.controller import children, naming, runspec, workers
+from trainkube.controller.cache import Cache, attempt_of
+from trainkube.controller.clients import Clients
+from trainkube.controller.conditions import Conditions, is_finished
+from trainkube.controller.events import post_event
+from trainkube.controller.hooks import CrashPoints
+from trainkube.controller.observe import MODELS, Seen, observe, parse, with_escalation
+from trainkube.controller.report import eval_results
+from trainkube.controller.status import Decision, derive, finished_at
+from trainkube.planner.plan import plan
 from trainkube.runconfig import Fault
 
-FIELD_MANAGER = "trainkube-operator"
-MODELS = {kind.kind: kind for kind in KINDS}
-DEFAULT_IMAGES = {
-    "gpu": "ghcr.io/trainkube/trainer:0.1.0",
-    "cpu": "ghcr.io/trainkube/trainer-cpu:0.1.0",
-}
+FAULT_ANNOTATION = f"{GROUP}/fault"
+REJECTED_RETRY_SECONDS = 60.0  # a child refused for a reason that may pass (quota, admission)
+WAIT_FOR_PODS_SECONDS = 1.0  # looked at again this soon while an old attempt's pods stop
+CONFLICT_RETRY_SECONDS = 0.2  # the watch brings the newer job meanwhile (and enqueues it)
 log = logging.getLogger("trainkube")
 
 
+class NotLeader(Exception):  # noqa: N818 - a state, not a failure
+    """This replica lost the lease: it must not write."""
+
+
 @dataclass
-class Clients:
-    """API clients made once per operator process."""
-
-    api: client.ApiClient
-    dynamic: DynamicClient
-    core: client.CoreV1Api
-    batch: client.BatchV1Api
-    custom: client.CustomObjectsApi
-    images: dict[str, str]
-
-    @classmethod
-    def create(cls, api: client.ApiClient, images: dict[str, str] | None = None) -> Clients:
-        return cls(
-            api=api,
-            dynamic=DynamicClient(api),  # type: ignore[no-untyped-call]
-            core=client.CoreV1Api(api),
-            batch=client.BatchV1Api(api),
-            custom=client.CustomObjectsApi(api),
-            images=images or DEFAULT_IMAGES,
-        )
-
-    def apply(self, manifest: dict[str, Any]) -> None:
-        resource = self.dynamic.resources.get(
-            api_version=manifest["apiVersion"], kind=manifest["kind"]
-        )
-        resource.server_side_apply(
-            body=manifest,
-            name=manifest["metadata"]["name"],
-            namespace=manifest["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-        )
+class Result:
+    requeue_after: float | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def _get_job(clients: Clients, namespace: str, ref: JobOutputRef) -> dict[str, Any] | None:
-    plural = MODELS[ref.kind.value].plural
-    try:
-        found = clients.custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, ref.name
-        )
-        return cast(dict[str, Any], found)
-    except ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+@dataclass
+class Context:
+    """What every reconcile shares: clients, caches, whether this replica may act."""
 
+    clients: Clients
+    cache: Cache
+    is_leader: Callable[[], bool] = lambda: True
+    crash: CrashPoints = field(default_factory=CrashPoints)
 
-class InputFailed(Exception):  # noqa: N818 - a state of another job
-    """A job this one depends on failed or does not exist."""
-
-
-def _resolvers(clients: Clients, namespace: str) -> tuple[Any, Any]:
-    """Look-ups of other jobs (shape for the planner, output for the run config); each job is
-    read once per reconcile."""
-    read: dict[JobOutputRef, dict[str, Any] | None] = {}
-
-    def job_of(ref: JobOutputRef) -> dict[str, Any] | None:
-        if ref not in read:
-            read[ref] = _get_job(clients, namespace, ref)
-        return read[ref]
-
-    def source(ref: JobOutputRef) -> ModelSource | None:
-        found = job_of(ref)
-        if found is None:
-            return None
-        parsed = MODELS[ref.kind.value].model.model_validate(found)
-        if isinstance(parsed, LLMTrainingJob):
-            return parsed.spec.model
-        if isinstance(parsed, FineTuneJob):
-            return parsed.spec.base_model
-        return None
-
-    def output(ref: JobOutputRef) -> Output | None:
-        found = job_of(ref)
-        if found is None:  # GitOps may create it a moment later: wait, and say so
-            raise runspec.InputNotReady(
-                f"waiting for {ref.kind} {ref.name!r}, which does not exist (yet) in namespace "
-                f"{namespace}"
-            )
-        status = JobStatus.model_validate(found.get("status") or {})
-        if is_true(status, ConditionType.FAILED):
-            raise InputFailed(f"{ref.kind} {ref.name!r} failed, so its output will never exist")
-        if not is_true(status, ConditionType.SUCCEEDED):
-            return None
-        if status.output is None or not (status.output.model_path or status.output.adapter_path):
-            raise InputFailed(
-                f"{ref.kind} {ref.name!r} succeeded without saving a model: give it spec.output "
-                "or a checkpoint volume, and run it again"
-            )
-        return status.output
-
-    return source, output
-
-
-def _items(response: Any) -> list[dict[str, Any]]:
-    """Items of a list call made with _preload_content=False (plain dicts, no model objects)."""
-    items: list[dict[str, Any]] = json.loads(response.data)["items"]
-    return items
-
-
-def _latest_attempt(clients: Clients, namespace: str, name: str) -> dict[str, Any] | None:
-    selector = f"{naming.JOB_LABEL}={name},{naming.COMPONENT_LABEL}={children.WORKER}"
-    jobs = _items(
-        clients.batch.list_namespaced_job(
-            namespace, label_selector=selector, _preload_content=False
-        )
-    )
-    if not jobs:
-        return None
-    return max(jobs, key=lambda j: int(j["metadata"]["labels"].get(naming.ATTEMPT_LABEL, "0")))
-
-
-def _pods(clients: Clients, namespace: str, job: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if job is None:
-        return []
-    selector = f"batch.kubernetes.io/job-name={job['metadata']['name']}"
-    return _items(
-        clients.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
-    )
-
-
-def _report(clients: Clients, namespace: str, name: str) -> dict[str, Any]:
-    try:
-        found = clients.core.read_namespaced_config_map(naming.report_name(name), namespace)
-    except ApiException as error:
-        if error.status == 404:
-            return {}
-        raise
-    return parse_report(found.data)
-
-
-def _image(clients: Clients, job: runspec.Job) -> str:
-    if job.spec.template.image:
-        return job.spec.template.image
-    return clients.images["gpu" if job.spec.resources.gpus_per_node else "cpu"]
-
-
-def _create_attempt(
-    clients: Clients, body: dict[str, Any], job: runspec.Job, number: int, spec: runspec.WorkerSpec
-) -> None:
-    manifests = [
-        children.service(body),
-        children.report_config_map(body),
-        *children.worker_rbac(body),
-        children.run_config_map(body, attempt=number, spec=spec, resources=job.spec.resources),
-    ]
-    claim = children.checkpoint_claim(body, job)
-    if claim is not None:
-        manifests.append(claim)
-    manifests.append(
-        children.worker_job(body, job, attempt=number, spec=spec, image=_image(clients, job))
-    )
-    for manifest in manifests:
-        clients.apply(manifest)
-
-
-def _missing(
-    clients: Clients, namespace: str, spec: runspec.WorkerSpec, created: str | None
-) -> Any:
-    """The first Secret or claim the pods need that does not exist, as (reason, message)."""
-    for secret, key in sorted(spec.secrets.items()):
-        try:
-            found = clients.core.read_namespaced_secret(secret, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            return (
-                Reason.SECRET_NOT_FOUND,
-                f"Secret {secret!r} (key {key!r}) does not exist in namespace {namespace}: "
-                "create it; the job starts when it exists",
-            )
-        if key not in (found.data or {}):
-            return (Reason.SECRET_NOT_FOUND, f"Secret {secret!r} has no key {key!r}: add it")
-    for claim in sorted({c.claim for c in spec.claims} - {created}):
-        try:
-            clients.core.read_namespaced_persistent_volume_claim(claim, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            return (
-                Reason.VOLUME_NOT_FOUND,
-                f"PersistentVolumeClaim {claim!r} does not exist in namespace {namespace}: "
-                "create it; the job starts when it exists",
-            )
-    return None
-
-
-def _created_claim(job: runspec.Job, name: str) -> str | None:
-    """The claim the operator creates itself (not missing even before it exists)."""
-    checkpoints = getattr(job.spec, "checkpoints", None)
-    if checkpoints is not None and checkpoints.create_volume is not None:
-        return naming.checkpoint_claim_name(name)
-    return None
-
-
-def with_escalation(request: PlanRequest, status: JobStatus) -> PlanRequest:
-    """The request with the plan settings earlier out-of-memory failures forced."""
-    found = status.recovery.escalation if status.recovery else None
-    if found is None:
-        return request
-    return replace(
-        request,
-        overrides=Overrides(
-            zero_stage=found.zero_stage,
-            offload_optimizer=Device(found.offload_optimizer) if found.offload_optimizer else None,
-            offload_parameters=Device(found.offload_parameters)
-            if found.offload_parameters
-            else None,
-            micro_batch_size=found.micro_batch_size,
-            activation_checkpointing=found.activation_checkpointing,
-        ),
-    )
-
-
-def _escalation(request: PlanRequest, current: Plan | None) -> tuple[PlanEscalation, str] | None:
-    if current is None:
-        return None
-    try:
-        found = escalate(request, current)
-    except PlanError:
-        return None
-    if found is None:
-        return None
-    _, overrides, what = found
-    return (
-        PlanEscalation(
-            zero_stage=overrides.zero_stage,
-            offload_optimizer=overrides.offload_optimizer.value
-            if overrides.offload_optimizer
-            else None,
-            offload_parameters=overrides.offload_parameters.value
-            if overrides.offload_parameters
-            else None,
-            micro_batch_size=overrides.micro_batch_size,
-            activation_checkpointing=overrides.activation_checkpointing,
-        ),
-        what,
-    )
-
-
-def _divergence(report: dict[str, Any], attempt: int) -> dict[str, Any] | None:
-    """The trainer's divergence report, if it belongs to attempt `attempt`."""
-    result = report.get("result.json") or {}
-    if result.get("outcome") != "diverged" or result.get("attempt") != attempt:
-        return None
-    divergence: dict[str, Any] = result.get("divergence") or {}
-    return divergence
-
-
-FAULT_ANNOTATION = f"{GROUP}/fault"
-ROLLBACK_ANNOTATION = f"{GROUP}/rollback-to"
+    def guard(self) -> None:
+        if not self.is_leader():
+            raise NotLeader()
 
 
 def _fault(body: dict[str, Any], attempt: int) -> Fault | None:
@@ -318,157 +80,205 @@ def _fault(body: dict[str, Any], attempt: int) -> Fault | None:
         return None
 
 
-def _expired(body: dict[str, Any], job: runspec.Job, current: JobStatus) -> bool:
-    ttl = job.spec.ttl_seconds_after_finished
-    finished = finished_at(current)
-    return ttl is not None and finished is not None and time.time() - finished > ttl
-
-
-def _start_attempt(
-    clients: Clients,
-    body: dict[str, Any],
-    job: runspec.Job,
-    decision: Any,
-    spec: runspec.WorkerSpec,
-    request: PlanRequest | None,
-    chosen: Plan | None,
-    output: Any,
-) -> None:
-    """Create the next attempt; after failures and rollbacks, with what recovery decided."""
-    number = decision.create_attempt
-    state = decision.status.recovery
-    if number > 1 and state is not None and not isinstance(job, EvalJob):
-        spec = runspec.worker_spec(
-            job,
-            namespace=body["metadata"]["namespace"],
-            plan=plan(with_escalation(request, decision.status)) if request else chosen,
-            attempt=runspec.Attempt(
-                number=number,
-                lr_factor=state.learning_rate_factor,
-                skip_batches=tuple((r.start, r.end) for r in state.skip_batches),
-                resume_step=state.resume_step,
-                fresh_start=state.fresh_start,
-            ),
-            resolve=output,
-        )
-    spec.run_config = spec.run_config.model_copy(
-        update={"attempt": number, "fault": _fault(body, number)}
-    )
-    if number > 1:
-        # Workers of the failed attempt that still run (a collective waiting on a lost peer)
-        # must stop before the new gang starts.
-        previous = naming.attempt_job_name(body["metadata"]["name"], number - 1)
-        try:
-            clients.batch.delete_namespaced_job(
-                previous, body["metadata"]["namespace"], propagation_policy="Background"
-            )
-        except ApiException as error:
-            if error.status != 404:
-                raise
-    _create_attempt(clients, body, job, number, spec)
-
-
-def _plan_for(
-    job: runspec.Job, current: JobStatus, source: Any
-) -> tuple[PlanRequest | None, Plan | None, str | None, str | None]:
-    """The plan request and plan of a training job (with any OOM escalation), or why there is
-    none: (request, plan, error that fails the job, input it waits for)."""
-    if isinstance(job, EvalJob):
-        return None, None, None, None
+def _write_status(ctx: Context, body: dict[str, Any], status: JobStatus) -> bool:
+    """Replace the job's status, conditional on the resourceVersion it was derived from;
+    False when the job changed (or went) meanwhile."""
+    ctx.guard()
+    meta = body["metadata"]
+    plural = MODELS[body["kind"]].plural
+    new = {**body, "status": status.to_wire()}
     try:
-        request = with_escalation(request_for(job, source), current)
-        return request, plan(request), None, None
-    except PlanError as error:
-        if "was not found" in str(error):
-            return None, None, None, str(error)
-        return None, None, str(error), None
-
-
-def _patch_status(
-    clients: Clients, plural: str, namespace: str, name: str, status: JobStatus, generation: int
-) -> None:
-    body = status.model_copy(update={"observed_generation": generation}).to_wire()
-    clients.custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, plural, name, {"status": body}
-    )
-
-
-def reconcile(body: dict[str, Any], clients: Clients) -> list[tuple[str, str, str]]:
-    """Reconcile one job; returns the Events to post (type, reason, message)."""
-    kind = MODELS[body["kind"]]
-    job: ApiModel = kind.model.model_validate(dict(body))
-    assert isinstance(job, LLMTrainingJob | FineTuneJob | EvalJob)
-    name, namespace = body["metadata"]["name"], body["metadata"]["namespace"]
-    status_model = EvalJobStatus if isinstance(job, EvalJob) else JobStatus
-    current = status_model.model_validate(body.get("status") or {})
-    if _expired(body, job, current):
-        clients.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, kind.plural, name)
-        return []
-    generation = int(body["metadata"].get("generation") or 1)
-    if any(is_true(current, done) for done in TERMINAL):
-        # A finished job keeps its status (derive would only move observedGeneration): no
-        # planning, look-ups or listings on every sweep.
-        if current.observed_generation != generation:
-            _patch_status(clients, kind.plural, namespace, name, current, generation)
-        return []
-    source, output = _resolvers(clients, namespace)
-
-    request, chosen, plan_error, waiting = _plan_for(job, current, source)
-    attempt_job = _latest_attempt(clients, namespace, name)
-    number = int(attempt_job["metadata"]["labels"][naming.ATTEMPT_LABEL]) if attempt_job else 0
-    spec = None
-    if plan_error is None and waiting is None:
-        try:
-            spec = runspec.worker_spec(
-                job,
-                namespace=namespace,
-                plan=chosen,
-                attempt=runspec.Attempt(number=number + 1),
-                resolve=output,
-            )
-        except runspec.InputNotReady as error:
-            waiting = str(error)
-        except InputFailed as error:
-            plan_error = str(error)
-    pods = _pods(clients, namespace, attempt_job)
-    report = _report(clients, namespace, name)
-    training = not isinstance(job, EvalJob)
-    observed = Observed(
-        generation=generation,
-        nodes=job.spec.resources.nodes,
-        suspend=job.spec.suspend,
-        attempt_job=attempt_job,
-        pods=pods,
-        report=report,
-        output=spec.output if spec else None,
-        now=timestamps.now(),
-        deadline_seconds=job.spec.active_deadline_seconds,
-        missing=_missing(clients, namespace, spec, _created_claim(job, name))
-        if spec is not None and attempt_job is None
-        else None,
-        failure_policy=job.spec.failure_policy if not isinstance(job, EvalJob) else None,
-        rollback_policy=job.spec.rollback if not isinstance(job, EvalJob) else None,
-        divergence=_divergence(report, number),
-        # Escalating walks the planner's ladder: only worth it when an attempt just failed.
-        escalation=_escalation(request, chosen)
-        if training and request is not None and attempt_failed(attempt_job, pods)
-        else None,
-        base_lr=job.spec.training.learning_rate if not isinstance(job, EvalJob) else 0.0,
-        rollback_request=(body["metadata"].get("annotations") or {}).get(ROLLBACK_ANNOTATION)
-        if training
-        else None,
-    )
-    decision = derive(
-        current, observed=observed, plan=chosen, plan_error=plan_error, waiting_for=waiting
-    )
-    if isinstance(job, EvalJob) and (results := eval_results(observed.report)):
-        decision.status = decision.status.model_copy(update=results)
-    if decision.create_attempt is not None and spec is not None:
-        _start_attempt(clients, body, job, decision, spec, request, chosen, output)
-    if decision.delete_attempt and attempt_job is not None:
-        clients.batch.delete_namespaced_job(
-            attempt_job["metadata"]["name"], namespace, propagation_policy="Background"
+        written = ctx.clients.custom.replace_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], plural, meta["name"], new
         )
-    if decision.status.to_wire() != current.to_wire():
-        _patch_status(clients, kind.plural, namespace, name, decision.status, generation)
-    return decision.events
+    except ApiException as error:
+        if error.status in (404, 409):
+            return False
+        raise
+    ctx.cache.put_job(cast(dict[str, Any], written))
+    return True
+
+
+def _delete_attempt(ctx: Context, body: dict[str, Any], number: int) -> None:
+    ctx.guard()
+    meta = body["metadata"]
+    try:
+        ctx.clients.batch.delete_namespaced_job(
+            naming.attempt_job_name(body["kind"], meta["name"], number),
+            meta["namespace"],
+            propagation_policy="Background",
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def _image(clients: Clients, job: runspec.Job) -> str:
+    if job.spec.template.image:
+        return job.spec.template.image
+    return clients.images["gpu" if job.spec.resources.gpus_per_node else "cpu"]
+
+
+def _attempt_spec(seen: Seen, decision: Decision, number: int) -> runspec.WorkerSpec:
+    """The run config of attempt `number`, from what its record in status says it inherits."""
+    assert seen.spec is not None
+    status = decision.status
+    record = next(a for a in status.attempts if a.number == number)
+    state = status.recovery
+    chosen = seen.plan
+    if seen.request is not None and state is not None and state.escalation is not None:
+        chosen = plan(with_escalation(seen.request, status))
+    attempt = runspec.Attempt(
+        number=number,
+        lr_factor=state.learning_rate_factor if state else 1.0,
+        skip_batches=tuple((r.start, r.end) for r in state.skip_batches) if state else (),
+        resume_step=record.resumed_from_step or None,
+        fresh_start=record.resumed_from_step == 0,
+    )
+    return runspec.for_attempt(seen.spec, attempt, chosen, _fault(seen.body, number))
+
+
+def _create_attempt(ctx: Context, seen: Seen, decision: Decision, number: int) -> None:
+    body, job = seen.body, seen.job
+    spec = _attempt_spec(seen, decision, number)
+    manifests = [
+        children.service(body),
+        children.report_config_map(body),
+        *children.worker_rbac(body),
+        children.run_config_map(body, attempt=number, spec=spec, resources=job.spec.resources),
+    ]
+    claim = children.checkpoint_claim(body, job)
+    if claim is not None:
+        manifests.append(claim)
+    for manifest in manifests:
+        ctx.guard()
+        ctx.clients.apply(manifest)
+    ctx.guard()
+    created = ctx.clients.apply(
+        children.worker_job(body, job, attempt=number, spec=spec, image=_image(ctx.clients, job))
+    )
+    ctx.cache.put_batch_job(created)
+
+
+def _others_alive(ctx: Context, body: dict[str, Any], number: int) -> bool:
+    """Whether a pod of another attempt than `number` may still run."""
+    meta = body["metadata"]
+    pods = ctx.cache.pods(meta["namespace"], body["kind"], meta["name"])
+    return any(workers.alive(p) for p in pods if attempt_of(p) != number)
+
+
+def act(ctx: Context, seen: Seen, decision: Decision) -> Result:
+    """Carry out a decision: status first, then deletions, then the new attempt."""
+    body = seen.body
+    changed = decision.status.to_wire() != seen.current.to_wire()
+    acting = bool(decision.delete_attempts) or decision.create_attempt is not None
+    # Also when only acting: the conditional write proves the job was not changed meanwhile
+    # (a suspend landing during this reconcile must not be undone by acting on older spec).
+    if (changed or acting) and not _write_status(ctx, body, decision.status):
+        return Result(requeue_after=CONFLICT_RETRY_SECONDS)
+    ctx.crash.reached("status-written")
+    for number in decision.delete_attempts:
+        _delete_attempt(ctx, body, number)
+        ctx.crash.reached("attempt-deleted")
+    requeue = decision.requeue_after
+    create = decision.create_attempt
+    if create is not None and seen.spec is not None:
+        if _others_alive(ctx, body, create):
+            requeue = min(requeue or WAIT_FOR_PODS_SECONDS, WAIT_FOR_PODS_SECONDS)
+        else:
+            try:
+                _create_attempt(ctx, seen, decision, create)
+            except ApiException as error:
+                if error.status not in (400, 403, 422):
+                    raise
+                rejected = _rejected(ctx, body, decision, error)
+                rejected.events = [*(decision.events if changed else []), *rejected.events]
+                return rejected
+            ctx.crash.reached("attempt-created")
+    return Result(requeue_after=requeue, events=decision.events if changed else [])
+
+
+def _post(ctx: Context, body: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
+    for kind, reason, message in events:
+        post_event(ctx.clients, body, kind=kind, reason=reason, message=message)
+
+
+def _rejected(ctx: Context, body: dict[str, Any], decision: Decision, error: Any) -> Result:
+    """The apiserver refused a child: say so in a condition. Invalid (400, 422) will not pass
+    by itself: the job fails and names the child and the apiserver's message; forbidden (403:
+    a quota, an admission policy) may: the job waits and tries again."""
+    meta = body["metadata"]
+    detail = _api_message(error)
+    message = f"the apiserver refused a child of attempt {decision.create_attempt}: {detail}"
+    latest = ctx.cache.job(body["kind"], meta["namespace"], meta["name"]) or body
+    _, current = parse(latest)
+    conds = Conditions(list(current.conditions), timestamps.now(), int(meta.get("generation") or 1))
+    invalid = error.status != 403
+    conds.mark(ConditionType.RUNNING, False, Reason.CHILD_REJECTED, message, warn=True)
+    update: dict[str, Any] = {"conditions": conds.items}
+    if invalid:
+        conds.mark(ConditionType.FAILED, True, Reason.CHILD_REJECTED, message, warn=True)
+        update.update(conditions=conds.items, phase=Phase.FAILED, completion_time=conds.now)
+        attempts = list(current.attempts)
+        if attempts and attempts[-1].end_time is None:
+            ended = {"end_time": conds.now, "reason": Reason.CHILD_REJECTED, "message": message}
+            attempts[-1] = attempts[-1].model_copy(update=ended)
+        update["attempts"] = attempts
+    if not _write_status(ctx, latest, current.model_copy(update=update)):
+        return Result(requeue_after=CONFLICT_RETRY_SECONDS)
+    return Result(requeue_after=None if invalid else REJECTED_RETRY_SECONDS, events=conds.events)
+
+
+def _api_message(error: Any) -> str:
+    """The apiserver's own message from an ApiException (its Status body), else its reason."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.reason)
+
+
+def _finished(ctx: Context, body: dict[str, Any], job: runspec.Job, current: JobStatus) -> Result:
+    """A finished job keeps its status; only observedGeneration follows spec edits, and
+    ttlSecondsAfterFinished deletes it (the job, never what it wrote to volumes)."""
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 1)
+    if current.observed_generation != generation:
+        _write_status(ctx, body, current.model_copy(update={"observed_generation": generation}))
+    ttl, finished = job.spec.ttl_seconds_after_finished, finished_at(current)
+    if ttl is None or finished is None:
+        return Result()
+    left = finished + ttl - time.time()
+    if left > 0:
+        return Result(requeue_after=left)
+    ctx.guard()
+    plural = MODELS[body["kind"]].plural
+    try:
+        ctx.clients.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, meta["namespace"], plural, meta["name"]
+        )
+    except ApiException as error:
+        if error.status != 404:
+            raise
+    return Result()
+
+
+def reconcile(body: dict[str, Any], ctx: Context) -> Result:
+    """Reconcile one job (as the cache has it); post the Events of what changed."""
+    job, current = parse(body)
+    if is_finished(current):
+        return _finished(ctx, body, job, current)
+    seen = observe(body, cache=ctx.cache, clients=ctx.clients)
+    decision = derive(
+        current,
+        observed=seen.observed,
+        plan=seen.plan,
+        plan_error=seen.plan_error,
+        waiting_for=seen.waiting_for,
+    )
+    if isinstance(job, EvalJob) and (results := eval_results(seen.observed.report)):
+        decision.status = decision.status.model_copy(update=results)
+    result = act(ctx, seen, decision)
+    _post(ctx, body, result.events)
+    if is_finished(decision.status) and result.requeue_after is None:
+        result.requeue_after = 0  # TTL and observedGeneration are handled as finished
+    return result

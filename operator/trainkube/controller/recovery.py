@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainkube import timestamps
-from trainkube.api.common import FailurePolicy, Rollback
+from trainkube.api.recovery import FailurePolicy, Rollback
 from trainkube.api.status import (
     JobStatus,
     PlanEscalation,
@@ -54,12 +54,12 @@ def _rollback(
 ) -> Outcome:
     divergence = failure.divergence or {}
     step = int(divergence.get("step", 0))
-    if len(status.rollbacks) >= policy.max_rollbacks:
+    if state.rollbacks >= policy.max_rollbacks:
         return Outcome(
             terminal=(
                 Reason.ROLLBACKS_EXHAUSTED,
                 f"training diverged at step {step} ({divergence.get('rule', 'unknown rule')}) "
-                f"after {len(status.rollbacks)} rollbacks; maxRollbacks is {policy.max_rollbacks}",
+                f"after {state.rollbacks} rollbacks; maxRollbacks is {policy.max_rollbacks}",
             )
         )
     limit = step - policy.steps_back
@@ -87,11 +87,12 @@ def _rollback(
     message = (
         f"diverged at step {step} ({record.rule}): rolling back to {origin}, learning rate "
         f"x{factor:g} = {record.learning_rate:g}, skipping {policy.skip_batches} batches "
-        f"(rollback {len(status.rollbacks) + 1} of {policy.max_rollbacks})"
+        f"(rollback {state.rollbacks + 1} of {policy.max_rollbacks})"
     )
     recovery = state.model_copy(
         update={
             "learning_rate_factor": factor,
+            "rollbacks": state.rollbacks + 1,
             "skip_batches": skips,
             "resume_step": target.step if target else None,
             "fresh_start": target is None,

@@ -9,11 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from trainkube.api.common import Data, JobOutputRef, ModelSource, Tracking, VolumePath
+from trainkube.api.data import Data
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.finetunejob import FineTuneJob, FineTuneJobSpec, Lora, Method
 from trainkube.api.llmtrainingjob import LLMTrainingJob, LLMTrainingJobSpec
+from trainkube.api.model import ModelSource
+from trainkube.api.refs import JobOutputRef, VolumePath
 from trainkube.api.status import Output as OutputStatus
+from trainkube.api.tracking import Tracking
 from trainkube.controller import layout, naming
 from trainkube.planner.plan import Plan as PlannerPlan
 from trainkube.runconfig import (
@@ -21,6 +24,7 @@ from trainkube.runconfig import (
     DataRef,
     EvalTask,
     Evaluation,
+    Fault,
     Files,
     ModelRef,
     Output,
@@ -125,13 +129,14 @@ def _tracking(tracking: Tracking | None, spec: WorkerSpec, run_id: str) -> RunTr
     )
 
 
-def checkpoint_location(job: LLMTrainingJob | FineTuneJob, name: str) -> VolumePath | None:
+def checkpoint_location(job: LLMTrainingJob | FineTuneJob) -> VolumePath | None:
     """The claim and folder of the job's checkpoints (None: the job keeps none)."""
     checkpoints = job.spec.checkpoints
     if checkpoints.volume is not None:
         return checkpoints.volume
     if checkpoints.create_volume is not None:
-        return VolumePath(claim_name=naming.checkpoint_claim_name(name))
+        name = str(job.metadata["name"])
+        return VolumePath(claim_name=naming.checkpoint_claim_name(job.kind, name))
     return None
 
 
@@ -170,7 +175,9 @@ def worker_spec(
     """The run config of one attempt of `job`, and the mounts and Secrets its pods need."""
     name = str(job.metadata["name"])
     reporting = Reporting(
-        directory=layout.REPORT_DIR, configmap=naming.report_name(name), namespace=namespace
+        directory=layout.REPORT_DIR,
+        configmap=naming.report_name(job.kind, name),
+        namespace=namespace,
     )
     spec = WorkerSpec(
         run_config=RunConfig(
@@ -192,7 +199,7 @@ def worker_spec(
         lora = (js.lora or Lora()) if lora_method else None
         merge = bool(js.output and js.output.merge)
         configured = js.output.volume if js.output else None
-    checkpoints = checkpoint_location(job, name)
+    checkpoints = checkpoint_location(job)
     output = _output_location(configured, checkpoints)
     policy = None
     if checkpoints is not None:
@@ -281,3 +288,33 @@ def _eval_spec(
         }
     )
     return spec
+
+
+def for_attempt(
+    spec: WorkerSpec, attempt: Attempt, plan: PlannerPlan | None, fault: Fault | None
+) -> WorkerSpec:
+    """`spec` (built for the job) made into the run config of one attempt: its number, where it
+    resumes, the learning-rate factor and skipped batches it inherits, its plan (after
+    out-of-memory escalations) and any fault a test asked for."""
+    config = spec.run_config
+    update: dict[str, object] = {"attempt": attempt.number, "fault": fault}
+    if config.checkpoints is not None:
+        update["checkpoints"] = config.checkpoints.model_copy(
+            update={"resume": not attempt.fresh_start, "resume_step": attempt.resume_step}
+        )
+    if config.recovery is not None:
+        update["recovery"] = Recovery(
+            lr_factor=attempt.lr_factor, skip_batches=list(attempt.skip_batches)
+        )
+    if plan is not None and config.plan is not None:
+        update["plan"] = Plan(
+            deepspeed=plan.deepspeed_config,
+            activation_checkpointing=plan.activation_checkpointing,
+            zero_stage=plan.rung.stage,
+        )
+    return WorkerSpec(
+        run_config=config.model_copy(update=update),
+        claims=spec.claims,
+        secrets=spec.secrets,
+        output=spec.output,
+    )

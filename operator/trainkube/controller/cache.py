@@ -1,0 +1,165 @@
+"""The operator's picture of the cluster: one informer per kind of object it reads (the three
+job kinds, and the batch Jobs, Pods and report ConfigMaps it owns, selected by label), in every
+namespace it watches. Children are indexed by the job that owns them (namespace, kind, job
+label), so a reconcile finds them without a scan."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from trainkube.api import GROUP, KINDS, VERSION
+from trainkube.controller import naming
+from trainkube.controller.clients import Clients
+from trainkube.controller.informer import Handler, Informer, Object, Source
+
+WORKERS_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY},{naming.COMPONENT_LABEL}=worker"
+REPORTS_SELECTOR = f"{naming.REPORT_LABEL}=true"
+ALL = ""  # the informer of a cluster-wide watch
+
+
+def _bound(cluster_wide: Callable[..., Any], namespaced: Callable[..., Any], namespace: str) -> Any:
+    return cluster_wide if namespace == ALL else functools.partial(namespaced, namespace)
+
+
+class Cache:
+    def __init__(
+        self,
+        clients: Clients,
+        *,
+        namespaces: list[str],
+        on_job: Handler,
+        on_child: Handler,
+    ) -> None:
+        scopes = namespaces or [ALL]
+        core, batch, custom = clients.core, clients.batch, clients.custom
+        owner = naming.owner_key
+        self.jobs: dict[str, dict[str, Informer]] = {}
+        for kind in KINDS:
+            cluster = functools.partial(
+                custom.list_cluster_custom_object, GROUP, VERSION, kind.plural
+            )
+            namespaced = functools.partial(_namespaced_custom, custom, kind.plural)
+            self.jobs[kind.kind] = {
+                ns: Informer(
+                    Source(_bound(cluster, namespaced, ns), f"{GROUP}/{VERSION}", kind.kind),
+                    on_job,
+                )
+                for ns in scopes
+            }
+
+        def children(
+            cluster: Callable[..., Any],
+            namespaced: Callable[..., Any],
+            api_version: str,
+            kind: str,
+            selector: str,
+        ) -> dict[str, Informer]:
+            return {
+                ns: Informer(
+                    Source(_bound(cluster, namespaced, ns), api_version, kind, selector),
+                    on_child,
+                    index=owner,
+                )
+                for ns in scopes
+            }
+
+        self._batch_jobs = children(
+            batch.list_job_for_all_namespaces,
+            batch.list_namespaced_job,
+            "batch/v1",
+            "Job",
+            WORKERS_SELECTOR,
+        )
+        self._pods = children(
+            core.list_pod_for_all_namespaces,
+            core.list_namespaced_pod,
+            "v1",
+            "Pod",
+            WORKERS_SELECTOR,
+        )
+        self._reports = children(
+            core.list_config_map_for_all_namespaces,
+            core.list_namespaced_config_map,
+            "v1",
+            "ConfigMap",
+            REPORTS_SELECTOR,
+        )
+
+    def informers(self) -> Iterator[Informer]:
+        for group in (*self.jobs.values(), self._batch_jobs, self._pods, self._reports):
+            yield from group.values()
+
+    def start(self, stop: threading.Event) -> None:
+        for informer in self.informers():
+            informer.start(stop)
+
+    def wait_synced(self, stop: threading.Event, timeout: float | None = None) -> bool:
+        """Block until every informer has its first listing (or `stop`, or `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informer in self.informers():
+            while not informer.synced.wait(0.2):
+                if stop.is_set() or (deadline is not None and time.monotonic() > deadline):
+                    return False
+        return True
+
+    @staticmethod
+    def _in(group: dict[str, Informer], namespace: str) -> Informer | None:
+        return group.get(namespace) or group.get(ALL)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def job(self, kind: str, namespace: str, name: str) -> Object | None:
+        informer = self._in(self.jobs[kind], namespace)
+        return informer.get(namespace, name) if informer else None
+
+    def all_jobs(self) -> list[Object]:
+        return [job for group in self.jobs.values() for i in group.values() for job in i.items()]
+
+    def put_job(self, body: Object) -> None:
+        informer = self._in(self.jobs[body["kind"]], body["metadata"]["namespace"])
+        if informer is not None:
+            informer.put(body)
+
+    # -- children -----------------------------------------------------------------------------
+
+    def _owned(
+        self, group: dict[str, Informer], namespace: str, kind: str, name: str
+    ) -> list[Object]:
+        informer = self._in(group, namespace)
+        if informer is None:
+            return []
+        return informer.by_index((namespace, kind, naming.job_label(kind, name)))
+
+    def attempt_jobs(self, namespace: str, kind: str, name: str) -> dict[int, Object]:
+        """The job's attempt batch Jobs by attempt number."""
+        return {
+            attempt_of(job): job
+            for job in self._owned(self._batch_jobs, namespace, kind, name)
+            if attempt_of(job)
+        }
+
+    def pods(self, namespace: str, kind: str, name: str) -> list[Object]:
+        return self._owned(self._pods, namespace, kind, name)
+
+    def report(self, namespace: str, kind: str, name: str) -> Object | None:
+        found = self._owned(self._reports, namespace, kind, name)
+        return found[0] if found else None
+
+    def put_batch_job(self, job: Object) -> None:
+        informer = self._in(self._batch_jobs, job["metadata"]["namespace"])
+        if informer is not None:
+            informer.put(job)
+
+
+def attempt_of(obj: Object) -> int:
+    """The attempt number a child is labelled with (0 when none)."""
+    text = ((obj.get("metadata") or {}).get("labels") or {}).get(naming.ATTEMPT_LABEL, "0")
+    return int(text) if text.isdigit() else 0
+
+
+def _namespaced_custom(custom: Any, plural: str, namespace: str, **kwargs: Any) -> Any:
+    return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural, **kwargs)

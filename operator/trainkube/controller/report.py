@@ -1,0 +1,87 @@
+"""The trainer's report (the ConfigMap rank 0 writes): progress, checkpoints, evaluation results
+and the events of the current attempt, read into status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trainkube.api.evaljob import GateResult, MetricResult
+from trainkube.api.status import Attempt, CheckpointRecord, Progress
+
+
+def progress(report: dict[str, Any], now: str) -> Progress | None:
+    progress = report.get("progress.json")
+    if not progress:
+        return None
+    step, total = progress.get("step"), progress.get("totalSteps")
+    loss = progress.get("loss")
+    return Progress(
+        step=int(step or 0),
+        total_steps=total,
+        steps=f"{step}/{total}" if step is not None and total else None,
+        loss=f"{loss:.4f}" if isinstance(loss, int | float) else None,
+        validation_loss=f"{progress['validationLoss']:.4f}"
+        if isinstance(progress.get("validationLoss"), int | float)
+        else None,
+        learning_rate=progress.get("learningRate"),
+        tokens_per_second=progress.get("tokensPerSecond"),
+        updated=progress.get("updated") or now,
+    )
+
+
+def checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[CheckpointRecord]:
+    """Checkpoints on the volume: every one reported, less those retention has removed; one the
+    trainer skipped on resuming (its checksums did not verify) is kept, marked not valid."""
+    by_step = {c.step: c for c in known}
+    kept: list[int] | None = None
+    for event in (report.get("progress.json") or {}).get("events", []):
+        if event.get("type") == "checkpointSkipped" and isinstance(event.get("step"), int):
+            step = event["step"]
+            record = by_step.get(step) or CheckpointRecord(step=step, time=event.get("time"))
+            by_step[step] = record.model_copy(update={"valid": False})
+        if event.get("type") == "checkpoint":
+            kept = event.get("kept", kept)
+            by_step[int(event["step"])] = CheckpointRecord(
+                step=int(event["step"]),
+                loss=f"{event['loss']:.4f}" if isinstance(event.get("loss"), int | float) else None,
+                time=event.get("time"),
+                size_bytes=event.get("bytes"),
+                path=event.get("path"),
+                data_position=event.get("dataPosition"),
+            )
+    return [by_step[s] for s in sorted(by_step) if kept is None or s in kept]
+
+
+def eval_results(report: dict[str, Any]) -> dict[str, Any]:
+    """An EvalJob's results, gate verdicts and passed/total from the trainer's last report."""
+    progress = report.get("progress.json") or {}
+    if "results" not in progress:
+        return {}
+    return {
+        "results": [MetricResult.model_validate(r) for r in progress["results"]],
+        "gates": [GateResult.model_validate(g) for g in progress.get("gates", [])],
+        "gates_passed": progress.get("gatesPassed"),
+    }
+
+
+def with_resume_step(attempts: list[Attempt], report: dict[str, Any]) -> list[Attempt]:
+    """The step the latest attempt resumed from, as its trainer reported it."""
+    progress = report.get("progress.json") or {}
+    if not attempts or progress.get("attempt") != attempts[-1].number:
+        return attempts
+    for event in progress.get("events", []):
+        if event.get("type") == "resumed" and attempts[-1].resumed_from_step is None:
+            attempts[-1] = attempts[-1].model_copy(update={"resumed_from_step": event["step"]})
+    return attempts
+
+
+def parse_report(data: dict[str, str] | None) -> dict[str, Any]:
+    """The report ConfigMap's data, parsed (unreadable documents are ignored)."""
+    parsed: dict[str, Any] = {}
+    for key, text in (data or {}).items():
+        try:
+            parsed[key] = json.loads(text)
+        except ValueError:
+            continue
+    return parsed
