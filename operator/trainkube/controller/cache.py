@@ -33,8 +33,10 @@ class Cache:
         namespaces: list[str],
         on_job: Handler,
         on_child: Handler,
+        on_own_write: Callable[[Object], None] | None = None,
     ) -> None:
         scopes = namespaces or [ALL]
+        self.on_own_write = on_own_write
         core, batch, custom = clients.core, clients.batch, clients.custom
         owner = naming.owner_key
         self.jobs: dict[str, dict[str, Informer]] = {}
@@ -120,9 +122,13 @@ class Cache:
         return [job for group in self.jobs.values() for i in group.values() for job in i.items()]
 
     def put_job(self, body: Object) -> None:
+        """Take a job the operator just wrote (its watch event will not be news); whoever
+        builds on it is told."""
         informer = self._in(self.jobs[body["kind"]], body["metadata"]["namespace"])
         if informer is not None:
             informer.put(body)
+        if self.on_own_write is not None:
+            self.on_own_write(body)
 
     # -- children -----------------------------------------------------------------------------
 

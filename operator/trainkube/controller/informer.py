@@ -135,6 +135,12 @@ class Informer:
         if after is not None:
             self._index.setdefault(after, set()).add(key)
 
+    def _emit(self, event: str, old: Object | None, new: Object | None) -> None:
+        try:
+            self.handler(event, old, new)
+        except Exception:  # a handler's bug must not stop the watch
+            log.exception("handling %s %s", event, self.source.kind)
+
     # -- list and watch -----------------------------------------------------------------------
 
     def _call(self, **kwargs: Any) -> Any:
@@ -160,11 +166,11 @@ class Informer:
         with self._lock:
             gone = [k for k in self._store if k not in seen]
         for key in gone:
-            self.handler("DELETED", self._remove(key), None)
+            self._emit("DELETED", self._remove(key), None)
         for obj in seen.values():
             old = self._store_object(obj, force=True)
             if old is None or _version(old) != _version(obj):
-                self.handler("ADDED" if old is None else "MODIFIED", old, obj)
+                self._emit("ADDED" if old is None else "MODIFIED", old, obj)
         return str((page.get("metadata") or {}).get("resourceVersion") or "")
 
     def _watch(self, version: str, stop: threading.Event) -> str:
@@ -191,11 +197,11 @@ class Informer:
                     continue
                 obj["apiVersion"], obj["kind"] = self.source.api_version, self.source.kind
                 if kind == "DELETED":
-                    self.handler(kind, self._remove(key_of(obj)), None)
+                    self._emit(kind, self._remove(key_of(obj)) or obj, None)
                     continue
                 old = self._store_object(obj, force=False)
                 if old is not obj and _version(old) < _version(obj):
-                    self.handler(kind or "MODIFIED", old, obj)
+                    self._emit(kind or "MODIFIED", old, obj)
         finally:
             response.close()
             response.release_conn()

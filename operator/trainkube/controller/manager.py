@@ -60,7 +60,11 @@ class Controller:
         self.stop = threading.Event()
         self.workers = workers
         self.cache = Cache(
-            clients, namespaces=namespaces, on_job=self._on_job, on_child=self._on_child
+            clients,
+            namespaces=namespaces,
+            on_job=self._on_job,
+            on_child=self._on_child,
+            on_own_write=self._wrote,
         )
         self.ctx = Context(clients, self.cache, is_leader, CrashPoints())
         self._lock = threading.Lock()
@@ -90,6 +94,14 @@ class Controller:
             dependents = list(self._dependents.get(key, ()))
         if new is not None:
             self.queue.add(key)
+        for dependent in dependents:
+            self.queue.add(dependent)
+
+    def _wrote(self, job: Object) -> None:
+        """The operator wrote `job`'s status: the jobs that build on it look again (its own
+        watch event, with that version, is no news and enqueues nothing)."""
+        with self._lock:
+            dependents = list(self._dependents.get(job_key(job), ()))
         for dependent in dependents:
             self.queue.add(dependent)
 
