@@ -81,3 +81,12 @@ def test_a_finished_job_gets_no_attempt_whatever_is_deleted_under_it() -> None:
     after = derive(done, observed=_observed(), plan=PLAN)  # its Job and pods gone
     assert after.create_attempt is None
     assert after.status.attempts == done.attempts
+
+
+def test_every_index_succeeded_completes_the_job_before_the_batch_job_says_so() -> None:
+    done = _observed(
+        attempt_job=_batch_job(), pods=[_pod(0, "Succeeded", code=0), _pod(1, "Succeeded", code=0)]
+    )
+    decision = derive(_intended(), observed=done, plan=PLAN)
+    assert decision.status.phase == "Succeeded"
+    assert decision.status.attempts[-1].reason == "Completed"

@@ -22,7 +22,7 @@ from trainkube.controller.informer import Object
 from trainkube.controller.reconcile import Context, NotLeader, reconcile
 from trainkube.controller.workqueue import WorkQueue
 
-WORKERS = 4
+WORKERS = 8
 RESYNC_SECONDS = 300.0
 log = logging.getLogger("trainkube")
 

@@ -329,7 +329,7 @@ def _follow_attempt(step: _Step) -> Decision:
     requested = _requested_rollback(step)
     if requested is not None:
         return requested
-    if workers.job_condition(job, "Complete"):
+    if workers.completed(job, observed.pods, observed.nodes):
         step.end_attempt(Reason.COMPLETED)
         step.conds.mark(ConditionType.RUNNING, False, Reason.COMPLETED, "all workers finished")
         step.conds.mark(
@@ -343,7 +343,7 @@ def _follow_attempt(step: _Step) -> Decision:
     running, finished = phases.count("Running"), phases.count("Succeeded")
     text = f"{running}/{observed.nodes} workers running (attempt {last.number})"
     if finished and running + finished >= observed.nodes:
-        # Between the last worker's exit and the Job's Complete condition: still running.
+        # Some workers finished, the others still run: still running.
         return step.decide(Phase.RUNNING, keep=last.number)
     if running >= observed.nodes:
         step.conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)

@@ -32,6 +32,19 @@ def alive(pod: dict[str, Any]) -> bool:
     return phase(pod) not in ENDED
 
 
+def completed(job: dict[str, Any] | None, pods: list[dict[str, Any]], nodes: int) -> bool:
+    """Whether the attempt finished: its Job says Complete, or every completion index has a
+    Succeeded pod (the Job controller, which syncs at most once a second, says so later)."""
+    if job_condition(job, "Complete"):
+        return True
+    done = {
+        (p["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index")
+        for p in pods
+        if phase(p) == "Succeeded"
+    }
+    return done >= {str(i) for i in range(nodes)}
+
+
 def attempt_failed(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
     """Whether an attempt's batch Job failed, or any of its workers did."""
     return bool(job_condition(job, "Failed")) or any(phase(p) == "Failed" for p in pods)
