@@ -44,12 +44,19 @@ class _PydanticToOpenApi(GenerateJsonSchema):
         return out
 
 
+PRESERVE = "x-kubernetes-preserve-unknown-fields"
+
+
 def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in node or ("allOf" in node and len(node["allOf"]) == 1):
         return _inline_ref(node, defs)
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in DROPPED or (key == "additionalProperties" and value is False):
+            continue
+        if key == "additionalProperties" and node.get(PRESERVE):
+            # `true` beside preserve-unknown-fields gives the values an empty schema, and the
+            # apiserver then refuses every field nested below them ({pvc: {claimName: x}}).
             continue
         if key == "default" and not isinstance(value, SCALARS):
             continue

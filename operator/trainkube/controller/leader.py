@@ -54,6 +54,7 @@ class LeaderElector:
         self._leader = threading.Event()
         self._stop = threading.Event()
         self._renewed = 0.0  # time.monotonic() of the last successful renewal
+        self._held: Any = None  # the Lease as this replica last wrote it, while it holds it
 
     @property
     def is_leader(self) -> bool:
@@ -70,8 +71,27 @@ class LeaderElector:
             lease_transitions=transitions,
         )
 
+    def _renew_held(self) -> bool:
+        """Renew the lease as this replica last wrote it: one request, no read first. False
+        when it changed meanwhile (then it is read again)."""
+        held, self._held = self._held, None
+        if held is None or held.spec is None:
+            return False
+        held.spec.renew_time = _now()
+        try:
+            self._held = self.coordination.replace_namespaced_lease(
+                self.name, self.namespace, held, _request_timeout=self.renew
+            )
+        except ApiException as conflict:
+            if conflict.status == 409:
+                return False
+            raise
+        return True
+
     def try_acquire_or_renew(self) -> bool:
-        """One round: take a free or expired lease, renew ours, or stand by."""
+        """One round: renew the lease we hold, take a free or expired one, or stand by."""
+        if self._renew_held():
+            return True
         try:
             lease = self.coordination.read_namespaced_lease(
                 self.name, self.namespace, _request_timeout=self.renew
@@ -84,7 +104,7 @@ class LeaderElector:
                 spec=self._spec(transitions=0, acquired=None),
             )
             try:
-                self.coordination.create_namespaced_lease(
+                self._held = self.coordination.create_namespaced_lease(
                     self.namespace, body, _request_timeout=self.renew
                 )
                 return True
@@ -106,7 +126,7 @@ class LeaderElector:
             transitions=transitions, acquired=spec.acquire_time if mine else None
         )
         try:
-            self.coordination.replace_namespaced_lease(
+            self._held = self.coordination.replace_namespaced_lease(
                 self.name, self.namespace, lease, _request_timeout=self.renew
             )
         except ApiException as conflict:

@@ -37,7 +37,7 @@ from trainkube.planner.plan import plan
 from trainkube.runconfig import Fault
 
 FAULT_ANNOTATION = f"{GROUP}/fault"
-REJECTED_RETRY_SECONDS = 60.0  # a child refused for a reason that may pass (quota, admission)
+REJECTED_RETRY_SECONDS = 15.0  # a child refused for a reason that may pass (quota, admission)
 WAIT_FOR_PODS_SECONDS = 1.0  # looked at again this soon while an old attempt's pods stop
 CONFLICT_RETRY_SECONDS = 0.2  # the watch brings the newer job meanwhile (and enqueues it)
 log = logging.getLogger("trainkube")
