@@ -145,12 +145,11 @@ class _Step:
         state (where to resume, the back-off) are used up by it."""
         number = self.last.number + 1 if self.last else 1
         state = self.recovery
-        resume = state.resume_step if state.resume_step is not None else None
         self.attempts.append(
             Attempt(
                 number=number,
                 start_time=self.now,
-                resumed_from_step=0 if state.fresh_start else resume,
+                resumed_from_step=0 if state.fresh_start else state.resume_step,
                 learning_rate=self.observed.base_lr * state.learning_rate_factor,
             )
         )
