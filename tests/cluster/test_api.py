@@ -22,6 +22,7 @@ EXAMPLES = {
 PRETRAIN = EXAMPLES["01-tiny-pretrain-cpu"]
 LORA = EXAMPLES["02-lora-finetune"]
 EVAL = EXAMPLES["03-ab-eval"]
+TINY_SHAPE = PRETRAIN["spec"]["model"]["architecture"]
 DELETE = object()
 
 
@@ -50,7 +51,7 @@ def test_kubectl_explain_prints_the_field_descriptions(crds: LocalCluster) -> No
     resources = crds.kubectl("explain", "llmtrainingjob.spec.resources")
     assert "nodes, GPUs and the memory they declare" in resources
     assert "gpuMemory\t<string>" in resources
-    assert "memory of each GPU, e.g. '80Gi' for an H100 80 GB." in resources
+    assert "memory of each GPU, with a unit, e.g. '80Gi'" in resources
     lora = crds.kubectl("explain", "finetunejob.spec.lora.rank")
     assert "rank r of the update matrices." in lora
     gates = crds.kubectl("explain", "evaljob.spec.gates.maxRegression")
@@ -371,6 +372,94 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         {"spec.model.fromJob.kind": "EvalJob"},
         ["spec.model.fromJob.kind", "Unsupported value"],
     ),
+    # A memory size without a unit is bytes: refused, instead of a job that cannot fit later.
+    (
+        "gpu-memory-without-unit",
+        PRETRAIN,
+        {"spec.resources.gpuMemory": "80"},
+        [
+            "spec.resources.gpuMemory",
+            "resources.gpuMemory must carry a unit and be at least 1Gi, e.g. 80Gi for an 80 GB "
+            "GPU: 80 without a unit means 80 bytes",
+        ],
+    ),
+    (
+        "gpu-memory-below-1gi",
+        PRETRAIN,
+        {"spec.resources.gpuMemory": "512Mi"},
+        ["spec.resources.gpuMemory", "at least 1Gi, e.g. 80Gi for an 80 GB GPU: 512Mi is less"],
+    ),
+    (
+        "cpu-memory-without-unit",
+        PRETRAIN,
+        {"spec.resources.cpuMemoryPerNode": "64"},
+        [
+            "spec.resources.cpuMemoryPerNode",
+            "resources.cpuMemoryPerNode must carry a unit and be at least 1Gi, e.g. 64Gi: 64 "
+            "without a unit means 64 bytes",
+        ],
+    ),
+    (
+        "nvme-size-without-unit",
+        PRETRAIN,
+        {"spec.resources.nvme": {"sizePerNode": "3"}},
+        ["spec.resources.nvme.sizePerNode", "resources.nvme.sizePerNode must carry a unit"],
+    ),
+    (
+        "checkpoint-volume-without-unit",
+        LORA,
+        {"spec.checkpoints.createVolume.size": "500"},
+        [
+            "spec.checkpoints.createVolume.size",
+            "checkpoints.createVolume.size must carry a unit and be at least 1Gi, e.g. 500Gi: 500 "
+            "without a unit means 500 bytes",
+        ],
+    ),
+    # A sequence longer than the model is built for.
+    (
+        "sequence-longer-than-context",
+        PRETRAIN,
+        {"spec.data.sequenceLength": 256},
+        [
+            "spec.data.sequenceLength",
+            "data.sequenceLength (2048 when unset) must be at most "
+            "model.architecture.contextLength, the longest sequence the model is built for: "
+            "shorten data.sequenceLength, or raise model.architecture.contextLength",
+        ],
+    ),
+    (
+        "default-sequence-longer-than-context",
+        PRETRAIN,
+        {"spec.data.sequenceLength": DELETE},
+        ["spec.data.sequenceLength", "must be at most model.architecture.contextLength"],
+    ),
+    (
+        "fine-tune-sequence-longer-than-shape",
+        LORA,
+        {
+            "spec.baseModel.fromJob": DELETE,
+            "spec.baseModel.hub": {"id": "some-org/tiny"},
+            "spec.baseModel.shape": {**TINY_SHAPE, "contextLength": 32},
+        },
+        [
+            "spec.data.sequenceLength",
+            "data.sequenceLength (2048 when unset) must be at most baseModel.shape.contextLength",
+        ],
+    ),
+    (
+        "perplexity-sequence-longer-than-baseline",
+        EVAL,
+        {
+            "spec.baseline.fromJob": DELETE,
+            "spec.baseline.hub": {"id": "some-org/tiny"},
+            "spec.baseline.shape": {**TINY_SHAPE, "contextLength": 32},
+        },
+        [
+            "spec.evaluations",
+            "every evaluations[].perplexity.sequenceLength (2048 when unset) must be at most "
+            "baseline.shape.contextLength",
+        ],
+    ),
 ]
 
 
@@ -394,6 +483,19 @@ def test_bad_input_is_refused_at_apply_with_the_field_named(
     # Nothing was stored.
     kind = manifest["kind"].lower()
     assert crds.kubectl("get", kind, "-n", namespace, "--ignore-not-found", "-o", "name") == ""
+
+
+def test_sizes_at_their_minimum_and_a_sequence_as_long_as_the_context_apply(
+    crds: LocalCluster, namespace: str
+) -> None:
+    edge = {
+        "spec.resources.gpuMemory": "1Gi",
+        "spec.resources.cpuMemoryPerNode": "1024Mi",
+        "spec.resources.nvme": {"sizePerNode": "1.5G"},
+        "spec.checkpoints.createVolume.size": "1Gi",
+        "spec.data.sequenceLength": TINY_SHAPE["contextLength"],
+    }
+    assert "created" in _apply(crds, namespace, _changed(PRETRAIN, edge))
 
 
 def test_bad_input_table_covers_at_least_25_cases() -> None:

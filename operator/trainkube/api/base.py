@@ -42,15 +42,20 @@ class Rule:
 
     `field_path` (relative to the object the rule sits on, e.g. `.lora`) makes the error name
     the offending field; `message` says what was wrong and what would be valid.
+    `message_expression`, a CEL expression giving a string, says it with the values at hand
+    (the apiserver falls back to `message` should it fail).
     """
 
     rule: str
     message: str
     field_path: str | None = None
     reason: Literal["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired"] | None = None
+    message_expression: str | None = None
 
     def schema(self) -> dict[str, str]:
         out = {"rule": self.rule, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
         if self.field_path:
             out["fieldPath"] = self.field_path
         if self.reason:
@@ -100,6 +105,27 @@ Quantity = Annotated[
         examples=["80Gi", "512Gi"],
     ),
 ]
+
+
+def memory(field: str, *, at_least: str, example: str) -> dict[str, Any]:
+    """`json_schema_extra` for a `Quantity` of bytes that must carry a unit and be `at_least`.
+
+    A bare number is a valid quantity (bytes), so `gpuMemory: 80` would be 80 bytes: always a
+    forgotten `Gi`, which otherwise surfaces only later, as a job that does not fit. `field` is
+    the path a user knows it by (e.g. `resources.gpuMemory`); `example` a value that makes sense.
+    """
+    bare = "self.matches('[0-9]$')"
+    return rules(
+        Rule(
+            # A value that is no quantity at all is refused by the pattern, with its own message.
+            rule=f"!isQuantity(self) || (!{bare} && "
+            f"quantity(self).compareTo(quantity('{at_least}')) >= 0)",
+            message=f"{field} must carry a unit and be at least {at_least}, e.g. {example}",
+            message_expression=f"'{field} must carry a unit and be at least {at_least}, e.g. "
+            f"{example}: ' + self + ({bare} ? ' without a unit means ' + self + ' bytes' "
+            f": ' is less than {at_least}')",
+        )
+    )
 
 
 def int_or_auto(*, minimum: int, maximum: int | None = None, what: str) -> dict[str, Any]:

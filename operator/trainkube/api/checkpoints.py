@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from trainkube.api.base import ApiModel, Quantity, Rule, rules
+from trainkube.api.base import ApiModel, Quantity, Rule, memory, rules
 from trainkube.api.refs import VolumePath
 
 
 class NewVolume(ApiModel):
     """A PersistentVolumeClaim the operator creates for the job (and deletes with it)."""
 
-    size: Quantity = Field(description="requested size, e.g. '500Gi'.")
+    size: Quantity = Field(
+        description="requested size, with a unit, e.g. '500Gi'; at least 1Gi.",
+        json_schema_extra=memory("checkpoints.createVolume.size", at_least="1Gi", example="500Gi"),
+    )
     storage_class_name: str | None = Field(
         default=None, description="storage class; the cluster default when unset.", max_length=253
     )

@@ -123,6 +123,23 @@ NOT_ARCHITECTURE = Rule(
 )
 
 
+def perplexity_fits(model: str) -> Rule:
+    """A rule for the spec: every perplexity evaluation's sequenceLength is at most the context
+    length of `model` (model or baseline), when its shape is given. Both models see the same
+    sequences, so each must be built for them. (The message names fields, not values: see
+    `sequence_fits`.)"""
+    default = Perplexity.model_fields["sequence_length"].default
+    return Rule(
+        rule=f"!(has(self.{model}) && has(self.{model}.shape)) || !self.evaluations.exists(e, "
+        f"has(e.perplexity) && has(e.perplexity.sequenceLength) && "
+        f"e.perplexity.sequenceLength > self.{model}.shape.contextLength)",
+        message=f"every evaluations[].perplexity.sequenceLength ({default} when unset) must be at "
+        f"most {model}.shape.contextLength, the longest sequence the {model} is built for: "
+        "shorten the longer ones",
+        field_path=".evaluations",
+    )
+
+
 class EvalJobSpec(RunControl):
     """What to evaluate, against what, and what must hold for the job to pass."""
 
@@ -147,6 +164,8 @@ class EvalJobSpec(RunControl):
                 message="evaluation names must be unique",
                 field_path=".evaluations",
             ),
+            perplexity_fits("model"),
+            perplexity_fits("baseline"),
         )
     }
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
 from trainkube.api.data import Data
-from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource
+from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource, sequence_fits
 from trainkube.api.refs import VolumePath
 from trainkube.api.run import TrainingRun
 from trainkube.api.status import JobStatus
@@ -74,6 +74,14 @@ class FineTuneJobSpec(TrainingRun):
                 message="baseModel.architecture is for pre-training (LLMTrainingJob): a "
                 "fine-tune starts from trained weights (hub, volume or fromJob)",
                 field_path=".baseModel.architecture",
+            ),
+            sequence_fits(
+                "data.sequenceLength",
+                context="baseModel.shape.contextLength",
+                when="has(self.baseModel.shape) && has(self.data.sequenceLength)",
+                default=Data.model_fields["sequence_length"].default,
+                otherwise="fine-tune a model built for longer sequences (baseModel.shape "
+                "describes the model as it is)",
             ),
         )
     }

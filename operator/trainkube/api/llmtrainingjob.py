@@ -8,7 +8,7 @@ from pydantic import Field
 
 from trainkube.api.base import ApiModel, Rule, exactly_one_of, rules
 from trainkube.api.data import Data
-from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource
+from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource, sequence_fits
 from trainkube.api.refs import VolumePath
 from trainkube.api.run import TrainingRun
 from trainkube.api.status import JobStatus
@@ -25,6 +25,26 @@ MODEL_RULES = rules(
 
 class LLMTrainingJobSpec(TrainingRun):
     """What to pre-train, on what data, how, and on what hardware."""
+
+    model_config = TrainingRun.model_config | {
+        "json_schema_extra": rules(
+            sequence_fits(
+                "data.sequenceLength",
+                context="model.architecture.contextLength",
+                when="has(self.model.architecture) && has(self.data.sequenceLength)",
+                default=Data.model_fields["sequence_length"].default,
+                otherwise="raise model.architecture.contextLength",
+            ),
+            sequence_fits(
+                "data.sequenceLength",
+                context="model.shape.contextLength",
+                when="has(self.model.shape) && has(self.data.sequenceLength)",
+                default=Data.model_fields["sequence_length"].default,
+                otherwise="train a model built for longer sequences (model.shape describes the "
+                "model as it is)",
+            ),
+        )
+    }
 
     model: ModelSource = Field(
         description="the model to train: an architecture to build from scratch, or a model "

@@ -141,3 +141,20 @@ class ModelSource(ApiModel):
         default=None,
         description="the Secret key holding a Hugging Face token, for gated or private models.",
     )
+
+
+def sequence_fits(sequence: str, *, context: str, when: str, default: int, otherwise: str) -> Rule:
+    """A rule for a spec: the sequence length at `sequence` (a path below the spec, such as
+    `data.sequenceLength`) is at most the model's context length at `context` (such as
+    `model.architecture.contextLength`), checked when the CEL condition `when` holds. A longer
+    sequence needs positions the model was not built for; refused at apply, not by a failed
+    worker. `default` is the sequence length when unset, `otherwise` the other way out.
+
+    The message names the fields, not their values: a messageExpression that prints an integer
+    (`string(int)`) has no size bound the apiserver can estimate, and it refuses the CRD."""
+    return Rule(
+        rule=f"!({when}) || self.{sequence} <= self.{context}",
+        message=f"{sequence} ({default} when unset) must be at most {context}, the longest "
+        f"sequence the model is built for: shorten {sequence}, or {otherwise}",
+        field_path=f".{sequence}",
+    )

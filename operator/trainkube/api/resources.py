@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from trainkube.api.base import ApiModel, Quantity
+from trainkube.api.base import ApiModel, Quantity, memory
 
 
 class Nvme(ApiModel):
@@ -19,7 +19,10 @@ class Nvme(ApiModel):
         pattern=r"^/.*$",
         max_length=1024,
     )
-    size_per_node: Quantity = Field(description="usable NVMe capacity per node, e.g. '3Ti'.")
+    size_per_node: Quantity = Field(
+        description="usable NVMe capacity per node, with a unit, e.g. '3Ti'; at least 1Gi.",
+        json_schema_extra=memory("resources.nvme.sizePerNode", at_least="1Gi", example="3Ti"),
+    )
 
 
 class Resources(ApiModel):
@@ -34,12 +37,18 @@ class Resources(ApiModel):
         le=64,
     )
     gpu_memory: Quantity = Field(
-        default="80Gi", description="memory of each GPU, e.g. '80Gi' for an H100 80 GB."
+        default="80Gi",
+        description="memory of each GPU, with a unit, e.g. '80Gi' for an H100 80 GB; at least "
+        "1Gi (a bare number would be bytes).",
+        json_schema_extra=memory(
+            "resources.gpuMemory", at_least="1Gi", example="80Gi for an 80 GB GPU"
+        ),
     )
     cpu_memory_per_node: Quantity = Field(
         default="64Gi",
-        description="host memory each worker pod may use (its memory request and limit); CPU "
-        "offload must fit in it.",
+        description="host memory each worker pod may use (its memory request and limit), with a "
+        "unit, e.g. '64Gi'; at least 1Gi. CPU offload must fit in it.",
+        json_schema_extra=memory("resources.cpuMemoryPerNode", at_least="1Gi", example="64Gi"),
     )
     cpus_per_node: Quantity = Field(default="8", description="CPU cores for each worker pod.")
     nvme: Nvme | None = Field(
