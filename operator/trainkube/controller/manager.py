@@ -22,7 +22,7 @@ from trainkube.controller.informer import Object
 from trainkube.controller.reconcile import Context, NotLeader, reconcile
 from trainkube.controller.workqueue import WorkQueue
 
-WORKERS = 8
+WORKERS = 4
 RESYNC_SECONDS = 300.0
 log = logging.getLogger("trainkube")
 
