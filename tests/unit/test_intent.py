@@ -38,13 +38,16 @@ def test_a_job_deleted_after_it_was_seen_fails_the_attempt_once_and_restarts() -
     lost = derive(running, observed=_observed(failure_policy=policy), plan=PLAN)
     first, second = lost.status.attempts
     assert (first.number, first.reason) == (1, "AttemptDeleted")
-    assert second.number == 2 and second.end_time is None
+    assert second.number == 2
+    assert second.end_time is None
     assert lost.create_attempt == 2
-    assert lost.status.recovery is not None and lost.status.recovery.restarts == 1
+    assert lost.status.recovery is not None
+    assert lost.status.recovery.restarts == 1
     # The next reconcile, before attempt 2's Job appears, counts nothing again.
     again = derive(lost.status, observed=_observed(failure_policy=policy), plan=PLAN)
     assert again.create_attempt == 2
-    assert again.status.recovery is not None and again.status.recovery.restarts == 1
+    assert again.status.recovery is not None
+    assert again.status.recovery.restarts == 1
     assert [a.number for a in again.status.attempts] == [1, 2]
 
 

@@ -34,12 +34,15 @@ def test_names_and_labels_fit_their_limits_for_any_job_name(length: int) -> None
     name = ("a" * (length - 1) + "z")[:length]
     for kind in KINDS:
         job = naming.attempt_job_name(kind, name, 12)
-        assert len(job) <= 52 and DNS_LABEL.match(job)  # room for pod names <job>-<index>-xxxxx
+        assert len(job) <= 52  # room for pod names <job>-<index>-xxxxx
+        assert DNS_LABEL.match(job)
         service = naming.service_name(kind, name)
-        assert len(service) <= 63 and DNS_LABEL.match(service)
+        assert len(service) <= 63
+        assert DNS_LABEL.match(service)
         assert len(naming.report_name(kind, name)) <= 253
         label = naming.job_label(kind, name)
-        assert len(label) <= 63 and DNS_LABEL.match(label)
+        assert len(label) <= 63
+        assert DNS_LABEL.match(label)
         assert naming.labels(kind=kind, job=name, component="worker")[naming.JOB_LABEL] == label
 
 

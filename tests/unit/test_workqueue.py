@@ -48,7 +48,9 @@ def test_failures_back_off_exponentially_and_forget_resets_it() -> None:
         assert queue.get(timeout=2) == "a"
         queue.done("a")
         waits.append(time.monotonic() - started)
-    assert waits[0] >= 0.045 and waits[1] >= 0.095 and waits[2] >= 0.195
+    assert waits[0] >= 0.045
+    assert waits[1] >= 0.095
+    assert waits[2] >= 0.195
     queue.forget("a")
     started = time.monotonic()
     queue.add_rate_limited("a")
