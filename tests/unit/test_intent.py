@@ -93,3 +93,22 @@ def test_every_index_succeeded_completes_the_job_before_the_batch_job_says_so() 
     decision = derive(_intended(), observed=done, plan=PLAN)
     assert decision.status.phase == "Succeeded"
     assert decision.status.attempts[-1].reason == "Completed"
+
+
+def test_suspend_deletes_attempts_that_left_only_pods_and_says_when_workers_stopped() -> None:
+    running = derive(
+        _intended(),
+        observed=_observed(attempt_job=_batch_job(), pods=[_pod(0, "Running")]),
+        plan=PLAN,
+    ).status
+    # Attempt 1's Job is gone already, its two pods are not (the garbage collector lags).
+    stopping = derive(
+        running, observed=_observed(suspend=True, existing_attempts=(1,), pods_alive=2), plan=PLAN
+    )
+    assert stopping.delete_attempts == [1]
+    suspended = next(c for c in stopping.status.conditions if c.type == "Suspended")
+    assert suspended.message == "suspended: stopping 2 workers"
+    stopped = derive(stopping.status, observed=_observed(suspend=True), plan=PLAN)
+    suspended = next(c for c in stopped.status.conditions if c.type == "Suspended")
+    assert suspended.message == "suspended: workers stopped"
+    assert stopped.events == []  # the same reason: no second Event

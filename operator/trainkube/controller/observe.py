@@ -225,7 +225,8 @@ def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
     running = last is not None and last.end_time is None
     attempt_jobs = cache.attempt_jobs(namespace, kind, name)
     attempt_job = attempt_jobs.get(number)
-    pods = [p for p in cache.pods(namespace, kind, name) if attempt_of(p) == number]
+    all_pods = cache.pods(namespace, kind, name)
+    pods = [p for p in all_pods if attempt_of(p) == number]
     report_map = cache.report(namespace, kind, name)
     report = parse_report((report_map or {}).get("data"))
 
@@ -250,7 +251,8 @@ def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
         suspend=job.spec.suspend,
         attempt_job=attempt_job,
         pods=pods,
-        existing_attempts=tuple(sorted(attempt_jobs)),
+        existing_attempts=tuple(sorted(set(attempt_jobs) | {attempt_of(p) for p in all_pods})),
+        pods_alive=sum(1 for p in all_pods if workers.alive(p)),
         report=report,
         output=spec.output if spec else None,
         now=timestamps.now(),

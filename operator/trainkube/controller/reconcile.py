@@ -100,17 +100,25 @@ def _write_status(ctx: Context, body: dict[str, Any], status: JobStatus) -> bool
 
 
 def _delete_attempt(ctx: Context, body: dict[str, Any], number: int) -> None:
+    """Delete an attempt's batch Job and its pods: the pods at once, not when the garbage
+    collector gets to them (minutes behind on a busy cluster), since the next attempt waits
+    for them."""
     ctx.guard()
     meta = body["metadata"]
+    kind, name, namespace = body["kind"], meta["name"], meta["namespace"]
     try:
         ctx.clients.batch.delete_namespaced_job(
-            naming.attempt_job_name(body["kind"], meta["name"], number),
-            meta["namespace"],
+            naming.attempt_job_name(kind, name, number),
+            namespace,
             propagation_policy="Background",
         )
     except ApiException as error:
         if error.status != 404:
             raise
+    selector = {**naming.selector(kind, name), naming.ATTEMPT_LABEL: str(number)}
+    ctx.clients.core.delete_collection_namespaced_pod(
+        namespace, label_selector=",".join(f"{k}={v}" for k, v in selector.items())
+    )
 
 
 def _image(clients: Clients, job: runspec.Job) -> str:

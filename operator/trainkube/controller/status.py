@@ -52,8 +52,9 @@ class Observed:
     # The batch Job of the latest attempt in status (None: not created yet, or gone) and its pods.
     attempt_job: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
-    # Numbers of every attempt whose batch Job exists.
+    # Numbers of every attempt whose batch Job or pods exist, and how many pods may still run.
     existing_attempts: tuple[int, ...] = ()
+    pods_alive: int = 0
     report: dict[str, Any] = field(default_factory=dict)
     output: Output | None = None
     now: str = ""
@@ -393,9 +394,9 @@ def derive(
         step.conds.mark(ConditionType.PLANNED, True, Reason.PLAN_FITS, plan.reason)
         step.updates["plan"] = plan_status(plan)
     if observed.suspend:
-        step.conds.mark(
-            ConditionType.SUSPENDED, True, Reason.SUSPENDED, "suspended: workers stopped"
-        )
+        alive = observed.pods_alive
+        stopped = f"suspended: stopping {alive} workers" if alive else "suspended: workers stopped"
+        step.conds.mark(ConditionType.SUSPENDED, True, Reason.SUSPENDED, stopped)
         step.conds.mark(ConditionType.RUNNING, False, Reason.SUSPENDED, "suspended")
         step.end_attempt(Reason.SUSPENDED, "the job was suspended")
         return step.decide(Phase.SUSPENDED)
