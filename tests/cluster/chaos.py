@@ -31,6 +31,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from tests.cluster.test_operator import _training_job
 from tests.localcluster import nodes
 from tests.localcluster.cluster import LocalCluster, is_healthy, running_pid
 
@@ -766,18 +767,6 @@ def training_job(
     the cluster offers (ZeRO-3, CPU offload, recomputation, micro-batch 1), so an OOM kill has no
     smaller plan to escalate to; otherwise the planner has many steps to go."""
     spec: dict[str, Any] = {
-        "model": {
-            "architecture": {
-                "layers": 12,
-                "hiddenSize": 768,
-                "heads": 12,
-                "vocabSize": 32000,
-                "contextLength": 2048,
-            }
-        },
-        "data": {"builtin": "tiny-stories", "sequenceLength": 2048},
-        "training": {"maxSteps": 1000, "globalBatchSize": 64, "learningRate": 3e-4},
-        "resources": {"nodes": 1, "gpusPerNode": 1, "gpuMemory": "80Gi"},
         "failurePolicy": {"maxRestarts": max_restarts, "backoffSeconds": 0},
         "rollback": {"maxRollbacks": max_rollbacks, "stepsBack": 10, "lrFactor": 0.5},
     }
@@ -789,12 +778,7 @@ def training_job(
             "activationCheckpointing": "enabled",
             "microBatchSize": 1,
         }
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+    return _training_job(name, nodes_=1, gpus=1, **spec)
 
 
 @dataclass
