@@ -91,10 +91,6 @@ class Informer:
         with self._lock:
             return list(self._store.values())
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._store)
-
     # -- writing ------------------------------------------------------------------------------
 
     def put(self, obj: Object) -> None:
