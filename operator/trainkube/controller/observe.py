@@ -9,6 +9,7 @@ it does not need).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -213,6 +214,21 @@ def missing_inputs(
     return None
 
 
+def _undeleted_attempts(
+    jobs: Iterable[dict[str, Any]], pods: list[dict[str, Any]]
+) -> tuple[int, ...]:
+    """Attempts with a batch Job or pod not yet being deleted (one deletion is enough)."""
+    return tuple(
+        sorted(
+            {
+                attempt_of(o)
+                for o in (*jobs, *pods)
+                if not o["metadata"].get("deletionTimestamp") and attempt_of(o)
+            }
+        )
+    )
+
+
 def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
     job, current = parse(body)
     kind, name, namespace = body["kind"], body["metadata"]["name"], body["metadata"]["namespace"]
@@ -251,7 +267,7 @@ def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
         suspend=job.spec.suspend,
         attempt_job=attempt_job,
         pods=pods,
-        existing_attempts=tuple(sorted(set(attempt_jobs) | {attempt_of(p) for p in all_pods})),
+        existing_attempts=_undeleted_attempts(attempt_jobs.values(), all_pods),
         pods_alive=sum(1 for p in all_pods if workers.alive(p)),
         report=report,
         output=spec.output if spec else None,

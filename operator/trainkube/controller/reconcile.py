@@ -179,7 +179,10 @@ def act(ctx: Context, seen: Seen, decision: Decision) -> Result:
     """Carry out a decision: status first, then deletions, then the new attempt."""
     body = seen.body
     changed = decision.status.to_wire() != seen.current.to_wire()
-    acting = bool(decision.delete_attempts) or decision.create_attempt is not None
+    create = decision.create_attempt
+    # An attempt waits while a pod of another may still run (looked at again shortly).
+    deferred = create is not None and _others_alive(ctx, body, create)
+    acting = bool(decision.delete_attempts) or (create is not None and not deferred)
     # Also when only acting: the conditional write proves the job was not changed meanwhile
     # (a suspend landing during this reconcile must not be undone by acting on older spec).
     if (changed or acting) and not _write_status(ctx, body, decision.status):
@@ -189,9 +192,8 @@ def act(ctx: Context, seen: Seen, decision: Decision) -> Result:
         _delete_attempt(ctx, body, number)
         ctx.crash.reached("attempt-deleted")
     requeue = decision.requeue_after
-    create = decision.create_attempt
     if create is not None and seen.spec is not None:
-        if _others_alive(ctx, body, create):
+        if deferred:
             requeue = min(requeue or WAIT_FOR_PODS_SECONDS, WAIT_FOR_PODS_SECONDS)
         else:
             try:
