@@ -243,6 +243,71 @@ def test_a_failed_worker_ends_the_attempt_with_the_right_reason(
     assert decision.status.attempts[-1].reason == expected
 
 
+def _pending_pod(index: int, status: dict[str, Any]) -> dict[str, Any]:
+    pod = _pod(index, "Pending")
+    pod["spec"] = {"containers": [{"name": "trainer", "image": "example.com/trainer:9"}]}
+    pod["status"] = {"phase": "Pending", **status}
+    return pod
+
+
+def _waiting(reason: str, message: str) -> dict[str, Any]:
+    state = {"waiting": {"reason": reason, "message": message}}
+    return {"containerStatuses": [{"name": "trainer", "state": state}]}
+
+
+@pytest.mark.parametrize(
+    ("waiting", "expected"),
+    [
+        ("ErrImageNeverPull", "ImageUnavailable"),
+        ("ImagePullBackOff", "ImageUnavailable"),
+        ("CreateContainerConfigError", "ContainerCannotStart"),
+    ],
+)
+def test_a_worker_whose_container_cannot_start_names_the_image_and_the_kubelets_reason(
+    waiting: str, expected: str
+) -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    pods = [_pod(0, "Running"), _pending_pod(1, _waiting(waiting, "the kubelet's words"))]
+    decision = derive(first, observed=_observed(attempt_job=_batch_job(), pods=pods), plan=PLAN)
+    running = next(c for c in decision.status.conditions if c.type == "Running")
+    assert (running.status, running.reason) == ("False", expected)
+    assert "1/2 workers running" in running.message
+    assert "worker 1 (w-1) cannot start image 'example.com/trainer:9'" in running.message
+    assert f"{waiting}: the kubelet's words" in running.message
+    assert ("Warning", expected, running.message) in decision.events
+    assert decision.status.phase == "Planned"  # still waiting for the workers, nothing failed
+
+
+def test_an_unschedulable_worker_says_what_the_scheduler_said() -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    unschedulable = {
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient cpu.",
+            }
+        ]
+    }
+    pods = [_pending_pod(0, unschedulable), _pending_pod(1, unschedulable)]
+    decision = derive(first, observed=_observed(attempt_job=_batch_job(), pods=pods), plan=PLAN)
+    running = next(c for c in decision.status.conditions if c.type == "Running")
+    assert running.reason == "Unschedulable"
+    assert running.message.endswith(
+        "worker 0 (w-0) cannot be scheduled: 0/3 nodes are available: 3 Insufficient cpu."
+    )
+
+
+def test_workers_that_are_only_being_created_are_starting_not_blocked() -> None:
+    first = derive(JOB.status, observed=_observed(), plan=PLAN).status
+    creating = _waiting("ContainerCreating", "")
+    pods = [_pending_pod(0, creating), _pending_pod(1, creating)]
+    decision = derive(first, observed=_observed(attempt_job=_batch_job(), pods=pods), plan=PLAN)
+    running = next(c for c in decision.status.conditions if c.type == "Running")
+    assert running.reason == "WorkersStarting"
+
+
 def test_a_completed_attempt_succeeds_with_the_output() -> None:
     first = derive(JOB.status, observed=_observed(), plan=PLAN).status
     output = Output(model_path="c:final/model")

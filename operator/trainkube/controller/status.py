@@ -351,7 +351,12 @@ def _follow_attempt(step: _Step) -> Decision:
             resumed = f"rollback done: training resumed in attempt {last.number}"
             step.conds.mark(ConditionType.ROLLING_BACK, False, Reason.RESUMED, resumed)
         return step.decide(Phase.RUNNING, keep=last.number)
-    step.conds.mark(ConditionType.RUNNING, False, Reason.WORKERS_STARTING, text)
+    stuck = workers.blocked(observed.pods)
+    if stuck is not None:
+        reason, why = stuck
+        step.conds.mark(ConditionType.RUNNING, False, reason, f"{text}: {why}", warn=True)
+    else:
+        step.conds.mark(ConditionType.RUNNING, False, Reason.WORKERS_STARTING, text)
     return step.decide(Phase.ROLLING_BACK if step.rolling else Phase.PLANNED, keep=last.number)
 
 

@@ -67,3 +67,65 @@ def failure(pods: list[dict[str, Any]]) -> tuple[Reason, str]:
                 text = f"worker {index} ({pod['metadata']['name']}) exited with code {code} ({why})"
                 return reason, text + (f": {detail.strip()[:500]}" if detail else "")
     return Reason.WORKER_FAILED, "a worker failed"
+
+
+# What a kubelet says while a container cannot start (`state.waiting.reason`): the image cannot
+# be had, or the container cannot be made. Transient reasons (ContainerCreating,
+# PodInitializing) are not here.
+_IMAGE_PROBLEMS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "ImageInspectError",
+        "RegistryUnavailable",
+        "SignatureValidationFailed",
+    }
+)
+_START_PROBLEMS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError", "PreStartHookError"}
+)
+
+
+def _index(pod: dict[str, Any]) -> str:
+    annotations = pod["metadata"].get("annotations") or {}
+    return str(annotations.get("batch.kubernetes.io/job-completion-index", "?"))
+
+
+def blocked(pods: list[dict[str, Any]]) -> tuple[Reason, str] | None:
+    """Why workers of an attempt cannot start, as the scheduler or kubelet says, or None.
+
+    The first blocked worker by name speaks for all: an image that is missing or a pod that fits
+    no node is usually the same for every worker of one attempt.
+    """
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if not alive(pod):
+            continue
+        who = f"worker {_index(pod)} ({pod['metadata']['name']})"
+        status = pod.get("status") or {}
+        for cond in status.get("conditions") or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                detail = (cond.get("message") or "no node fits it").strip()
+                return Reason.UNSCHEDULABLE, f"{who} cannot be scheduled: {detail[:500]}"
+        images = {c["name"]: c.get("image", "") for c in pod.get("spec", {}).get("containers", [])}
+        for state in status.get("containerStatuses") or []:
+            waiting = (state.get("state") or {}).get("waiting") or {}
+            why = waiting.get("reason")
+            if why not in _IMAGE_PROBLEMS and why not in _START_PROBLEMS:
+                continue
+            image = images.get(state.get("name", "")) or state.get("image", "")
+            detail = (waiting.get("message") or "").strip()
+            text = f"{who} cannot start image {image!r}: {why}" + (
+                f": {detail[:500]}" if detail else ""
+            )
+            if why in _IMAGE_PROBLEMS:
+                return Reason.IMAGE_UNAVAILABLE, text + (
+                    " (check spec.template.image and that the node can pull it)"
+                )
+            return Reason.CONTAINER_CANNOT_START, text
+    return None
