@@ -64,3 +64,16 @@ def test_a_quota_that_refuses_the_attempt_is_named_and_the_job_starts_once_it_li
     _wait_condition(api_client, namespace, "quota", "Running", timeout_s=60)
     status = _job(api_client, namespace, "quota")["status"]
     assert [a["number"] for a in status["attempts"]] == [1]
+
+
+def test_workers_are_admitted_where_the_namespace_enforces_restricted_pod_security(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    # The apiserver's own PodSecurity admission judges the pods the Job controller creates: a
+    # pod that breaks `restricted` is refused, and no worker would ever run.
+    core = client.CoreV1Api(api_client)
+    enforce = {"pod-security.kubernetes.io/enforce": "restricted"}
+    core.patch_namespace(namespace, {"metadata": {"labels": enforce}})
+    _apply(crds, namespace, _training_job("restricted", nodes_=2, gpus=1))
+    running = _wait_condition(api_client, namespace, "restricted", "Running")
+    assert running["message"].startswith("2/2 workers running")

@@ -3,6 +3,7 @@ spec. Every child is owned by the job (deletion cascades), named by `naming`, an
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -13,6 +14,18 @@ from trainkube.controller.runspec import Job, WorkerSpec
 
 MASTER_PORT = 29500
 WORKER = "worker"
+# The group of the trainer images' user: volumes that support it (not hostPath) are made
+# writable for it, whatever user a volume's files belong to.
+TRAINER_GROUP = 1000
+
+# The `restricted` Pod Security Standard: a namespace that enforces it admits the workers.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+    "fsGroup": TRAINER_GROUP,
+    "fsGroupChangePolicy": "OnRootMismatch",
+}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def _ids(body: dict[str, Any]) -> tuple[str, str]:
@@ -240,6 +253,7 @@ def worker_job(
         "resources": _container_resources(resources),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
     if template.image_pull_policy:
         container["imagePullPolicy"] = template.image_pull_policy
@@ -249,6 +263,7 @@ def worker_job(
         "serviceAccountName": template.service_account_name or naming.account_name(kind, name),
         "containers": [container],
         "volumes": volumes,
+        "securityContext": copy.deepcopy(POD_SECURITY),
     }
     if template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
