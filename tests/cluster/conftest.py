@@ -73,7 +73,12 @@ class OperatorProcess:
 
     def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
         """Run `command` against the local cluster in its own session, logging to `self.log`."""
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)}
+        # Test hooks on: the recovery tests inject faults with the trainkube.io/fault annotation.
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "TRAINKUBE_ENABLE_TEST_HOOKS": "1",
+        }
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

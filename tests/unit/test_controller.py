@@ -424,3 +424,16 @@ def test_workers_that_finished_before_the_job_completes_keep_the_job_running() -
     decision = derive(running, observed=done, plan=PLAN)
     assert decision.status.phase == "Running"
     assert decision.events == []
+
+
+def test_the_fault_annotation_is_obeyed_only_with_test_hooks_on() -> None:
+    from trainkube.controller import reconcile  # noqa: PLC0415 - the one private helper here
+    from trainkube.controller.hooks import CrashPoints  # noqa: PLC0415
+
+    body = {"metadata": {"annotations": {"trainkube.io/fault": '{"spikeAtStep": 45}'}}}
+    off, on = CrashPoints({}), CrashPoints({"TRAINKUBE_ENABLE_TEST_HOOKS": "1"})
+    assert reconcile._fault(body, 1, enabled=off.enabled) is None
+    fault = reconcile._fault(body, 1, enabled=on.enabled)
+    assert fault is not None
+    assert fault.spike_at_step == 45
+    assert reconcile._fault(body, 2, enabled=on.enabled) is None  # first attempt only

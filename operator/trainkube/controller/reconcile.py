@@ -67,11 +67,14 @@ class Context:
             raise NotLeader()
 
 
-def _fault(body: dict[str, Any], attempt: int) -> Fault | None:
+def _fault(body: dict[str, Any], attempt: int, *, enabled: bool) -> Fault | None:
     """A deliberate fault for tests and demos (annotation trainkube.io/fault, JSON), first
-    attempt only."""
+    attempt only, and only where the operator runs with its test hooks enabled."""
     text = (body["metadata"].get("annotations") or {}).get(FAULT_ANNOTATION)
     if not text or attempt != 1:
+        return None
+    if not enabled:
+        log.warning("ignoring %s: test hooks are off in this operator", FAULT_ANNOTATION)
         return None
     try:
         return Fault.model_validate(json.loads(text))
@@ -127,7 +130,9 @@ def _image(clients: Clients, job: runspec.Job) -> str:
     return clients.images["gpu" if job.spec.resources.gpus_per_node else "cpu"]
 
 
-def _attempt_spec(seen: Seen, decision: Decision, number: int) -> runspec.WorkerSpec:
+def _attempt_spec(
+    seen: Seen, decision: Decision, number: int, *, faults: bool
+) -> runspec.WorkerSpec:
     """The run config of attempt `number`, from what its record in status says it inherits."""
     assert seen.spec is not None
     status = decision.status
@@ -143,12 +148,13 @@ def _attempt_spec(seen: Seen, decision: Decision, number: int) -> runspec.Worker
         resume_step=record.resumed_from_step or None,
         fresh_start=record.resumed_from_step == 0,
     )
-    return runspec.for_attempt(seen.spec, attempt, chosen, _fault(seen.body, number))
+    fault = _fault(seen.body, number, enabled=faults)
+    return runspec.for_attempt(seen.spec, attempt, chosen, fault)
 
 
 def _create_attempt(ctx: Context, seen: Seen, decision: Decision, number: int) -> None:
     body, job = seen.body, seen.job
-    spec = _attempt_spec(seen, decision, number)
+    spec = _attempt_spec(seen, decision, number, faults=ctx.crash.enabled)
     manifests = [
         children.service(body),
         children.report_config_map(body),
