@@ -163,6 +163,21 @@ def test_cpu_jobs_use_one_process_per_node_and_request_no_gpu() -> None:
     assert "nvidia.com/gpu" not in limits
 
 
+@pytest.mark.parametrize(
+    ("cpus", "threads"), [("500m", "1"), ("1", "1"), ("2500m", "2"), ("8", "8")]
+)
+def test_a_cpu_worker_requests_its_cores_and_runs_one_thread_per_whole_core(
+    cpus: str, threads: str
+) -> None:
+    body = json.loads(json.dumps(PRETRAIN))
+    body["spec"]["resources"]["cpusPerNode"] = cpus
+    job = LLMTrainingJob.model_validate(body)
+    pod = children.worker_job(body, job, attempt=1, spec=_spec(job), image="img")
+    container = pod["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"]["cpu"] == cpus
+    assert {e["name"]: e.get("value") for e in container["env"]}["OMP_NUM_THREADS"] == threads
+
+
 def test_checkpoint_claim_only_when_asked_for() -> None:
     claim = children.checkpoint_claim(PRETRAIN, JOB)
     assert claim is not None

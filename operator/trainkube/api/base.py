@@ -106,6 +106,16 @@ Quantity = Annotated[
     ),
 ]
 
+# CPU: whole or fractional cores ('8', '1.5') or millicores ('500m'), never zero.
+CpuQuantity = Annotated[
+    str,
+    Field(
+        pattern=r"^(0*[1-9][0-9]*(\.[0-9]+)?|0*\.[0-9]*[1-9][0-9]*|0*[1-9][0-9]*m)$",
+        max_length=32,
+        examples=["8", "500m"],
+    ),
+]
+
 
 def memory(field: str, *, at_least: str, example: str) -> dict[str, Any]:
     """`json_schema_extra` for a `Quantity` of bytes that must carry a unit and be `at_least`.

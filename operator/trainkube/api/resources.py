@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from trainkube.api.base import ApiModel, Quantity, memory
+from trainkube.api.base import ApiModel, CpuQuantity, Quantity, memory
 
 
 class Nvme(ApiModel):
@@ -50,7 +50,12 @@ class Resources(ApiModel):
         "unit, e.g. '64Gi'; at least 1Gi. CPU offload must fit in it.",
         json_schema_extra=memory("resources.cpuMemoryPerNode", at_least="1Gi", example="64Gi"),
     )
-    cpus_per_node: Quantity = Field(default="8", description="CPU cores for each worker pod.")
+    cpus_per_node: CpuQuantity = Field(
+        default="8",
+        description="CPU cores for each worker pod (its cpu request and limit), e.g. '8', or "
+        "'500m' for half a core; a CPU worker runs as many OpenMP threads as whole cores, at "
+        "least one.",
+    )
     nvme: Nvme | None = Field(
         default=None, description="local NVMe per node, which allows offload to NVMe."
     )

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
+
+from kubernetes.utils import parse_quantity
 
 from trainkube.api.resources import Resources
 from trainkube.api.template import PodTemplate
@@ -149,6 +152,11 @@ def checkpoint_claim(body: dict[str, Any], job: Job) -> dict[str, Any] | None:
     }
 
 
+def _threads(cpus: str) -> int:
+    """OpenMP threads for a CPU worker: its whole cores, at least one ('500m' -> 1)."""
+    return max(1, math.floor(parse_quantity(cpus)))
+
+
 def _container_resources(resources: Resources) -> dict[str, Any]:
     amounts: dict[str, Any] = {
         "cpu": resources.cpus_per_node,
@@ -239,7 +247,7 @@ def worker_job(
     env = [
         {
             "name": "OMP_NUM_THREADS",
-            "value": "1" if resources.gpus_per_node else str(resources.cpus_per_node),
+            "value": "1" if resources.gpus_per_node else str(_threads(resources.cpus_per_node)),
         },
         {"name": "TRAINKUBE_JOB", "value": f"{body['metadata']['namespace']}/{name}"},
         {"name": "TRAINKUBE_ATTEMPT", "value": str(attempt)},
