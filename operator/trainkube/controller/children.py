@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils import parse_quantity
+from kubernetes.utils.quantity import parse_quantity
 
 from trainkube.api.resources import Resources
 from trainkube.api.template import PodTemplate
@@ -154,7 +155,8 @@ def checkpoint_claim(body: dict[str, Any], job: Job) -> dict[str, Any] | None:
 
 def _threads(cpus: str) -> int:
     """OpenMP threads for a CPU worker: its whole cores, at least one ('500m' -> 1)."""
-    return max(1, math.floor(parse_quantity(cpus)))
+    cores = Decimal(parse_quantity(cpus))  # type: ignore[no-untyped-call]
+    return max(1, math.floor(cores))
 
 
 def _container_resources(resources: Resources) -> dict[str, Any]:
