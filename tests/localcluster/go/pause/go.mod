@@ -1,0 +1,3 @@
+module trainkube.local/localcluster/pause
+
+go 1.26.0

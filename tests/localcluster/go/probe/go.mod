@@ -1,0 +1,3 @@
+module trainkube.local/localcluster/probe
+
+go 1.26.0
