@@ -1,0 +1,3 @@
+package argocd
+
+//go:generate go run ./cmd/generate
