@@ -12,26 +12,20 @@ from tests.localcluster import cluster, demo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.localcluster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="build what is missing, start the control plane and GPU nodes")
-    sub.add_parser("down", help="stop every process of the cluster and delete its state")
+    sub.add_parser(
+        "up", help="build what is missing, start the control plane, the CPU node and GPU nodes"
+    )
+    sub.add_parser(
+        "down", help="stop every process of the cluster, undo its host changes, delete its state"
+    )
     sub.add_parser("status", help="say whether the cluster is up, and where its files are")
     sub.add_parser("env", help="print the shell exports that point kubectl at the cluster")
     sub.add_parser("demo", help="the whole chain on the local cluster (make demo)")
-    logs = sub.add_parser("logs", help="print the log of a pod the CPU node agent ran")
+    logs = sub.add_parser("logs", help="print a pod's log (kubectl logs, from the kubelet)")
     logs.add_argument("pod", help="NAMESPACE/POD")
     args = parser.parse_args(argv)
 
     layout = cluster.default_layout()
-    if args.command == "logs":
-        from tests.localcluster.agent import pod_log  # noqa: PLC0415 - needs the client
-
-        namespace, _, pod = args.pod.partition("/")
-        try:
-            print(pod_log(layout.state_dir / "agent", namespace, pod).read_text(), end="")
-        except FileNotFoundError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        return 0
     if args.command == "down":
         stopped = cluster.down(layout)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}; removed {layout.state_dir}")
@@ -45,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         try:
             demo.run(local)
+        except cluster.ClusterError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "logs":
+        namespace, _, pod = args.pod.rpartition("/")
+        try:
+            print(
+                local.kubectl("logs", "-n", namespace or "default", pod, "--all-containers"),
+                end="",
+            )
         except cluster.ClusterError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

@@ -1,8 +1,11 @@
-"""Bring the local control plane up, check it, and bring it down leaving no process behind.
+"""Bring the local cluster up, check it, and bring it down leaving no process behind.
 
-Every process runs in its own session (process group) with its pid recorded under the state
-directory, so `down` can stop it even from another shell, and `up` can tell a running cluster
-(reuse it) from a stale one (clean up, start fresh).
+The cluster is the control plane (etcd, apiserver, controller-manager, scheduler), KWOK's fake
+GPU nodes and the real CPU node (`realnode`: kubelet, containerd, kube-proxy, CoreDNS, the
+volume provisioner). Every process runs in its own session (process group) with its pid
+recorded under the state directory, so `down` can stop it even from another shell, and `up`
+can tell a running cluster (reuse it) from a stale one (clean up, start fresh). The node's
+processes are also found without pid files, and its host changes are undone (`hoststate`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -23,21 +25,21 @@ from pathlib import Path
 
 import yaml
 
-from tests.localcluster import components, nodes, pki, shm
+from tests.localcluster import components, hoststate, nodes, pki, realnode, shm
+from tests.localcluster.components import ClusterError as ClusterError  # noqa: PLC0414
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 KWOK_CONFIG = HERE / "kwok-stages.yaml"
 
 
-class ClusterError(RuntimeError):
-    """The local cluster could not be started or checked; the message says where to look."""
-
-
 def default_layout() -> components.Layout:
-    """The layout of this checkout's cluster; TRAINKUBE_LOCALCLUSTER_DIR moves its state."""
+    """The layout of this checkout's cluster; TRAINKUBE_LOCALCLUSTER_DIR moves its state. The
+    apiserver listens on the real node's bridge address, where pods reach it."""
     state = os.environ.get("TRAINKUBE_LOCALCLUSTER_DIR", str(REPO_ROOT / ".localcluster"))
-    return components.Layout(state_dir=Path(state).resolve())
+    return components.Layout(
+        state_dir=Path(state).resolve(), apiserver_address=components.NODE_ADDRESS
+    )
 
 
 def build_binaries() -> Path:
@@ -50,7 +52,7 @@ def build_binaries() -> Path:
         check=False,
     )
     if result.returncode != 0:
-        raise ClusterError("building the control-plane binaries failed (see the Go output above)")
+        raise ClusterError("building the cluster's binaries failed (see the Go output above)")
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -105,7 +107,8 @@ def is_healthy(layout: components.Layout, component: components.Component) -> bo
 
 @dataclass
 class LocalCluster:
-    """One local control plane: etcd, kube-apiserver, controller-manager, scheduler, KWOK."""
+    """One local cluster: etcd, kube-apiserver, controller-manager, scheduler, KWOK, and the
+    real CPU node."""
 
     layout: components.Layout
     bin_dir: Path
@@ -120,10 +123,18 @@ class LocalCluster:
         return self.layout.kubeconfig("admin")
 
     def processes(self) -> list[components.Component]:
+        """The control plane's processes (`node_processes`: the real node's)."""
         return components.control_plane(self.layout, self.bin_dir, KWOK_CONFIG)
 
+    def node_processes(self) -> list[components.Component]:
+        return realnode.components(self.layout, self.bin_dir)
+
     def is_up(self) -> bool:
-        return all(is_healthy(self.layout, c) for c in self.processes())
+        return all(is_healthy(self.layout, c) for c in self.processes() + self.node_processes())
+
+    def import_images(self, archives: list[Path]) -> list[realnode.ImportResult]:
+        """Load image archives into the real node (see `realnode.import_images`)."""
+        return realnode.import_images(archives, layout=self.layout, bin_dir=self.bin_dir)
 
     def kubectl(self, *args: str, input_text: str | None = None) -> str:
         """Run the pinned kubectl against this cluster; raises with its stderr on failure."""
@@ -170,8 +181,9 @@ class LocalCluster:
                 )
             time.sleep(0.25)
 
-    def up(self, *, pool: nodes.GpuNodePool | None = None, timeout_s: float = 120.0) -> bool:
-        """Start whatever is not running and wait until all is healthy and the nodes are Ready.
+    def up(self, *, pool: nodes.GpuNodePool | None = None, timeout_s: float = 180.0) -> bool:
+        """Start whatever is not running and wait until all is healthy and the nodes are Ready
+        (the real CPU node and the GPU nodes of `pool`).
 
         Returns False when everything was already up (reused), True when it started something.
         """
@@ -188,10 +200,18 @@ class LocalCluster:
             document = components.kubeconfig_document(layout=layout, identity=client.file_stem)
             layout.kubeconfig(client.file_stem).write_text(yaml.safe_dump(document))
         deadline = time.monotonic() + timeout_s
-        for component in self.processes():
-            self.start_process(component)
-            self._wait_healthy(component, deadline)
-        self._ensure_nodes(pool or nodes.GpuNodePool(), max(deadline - time.monotonic(), 30))
+        try:
+            # The apiserver listens on the node's bridge: it comes first, host state recorded.
+            realnode.prepare_host(layout)
+            for component in self.processes():
+                self.start_process(component)
+                self.wait_healthy(component, deadline)
+            realnode.start(self, deadline)
+            self._ensure_nodes(pool or nodes.GpuNodePool(), max(deadline - time.monotonic(), 30))
+        except (ClusterError, OSError, subprocess.CalledProcessError):
+            if os.environ.get("TRAINKUBE_KEEP_FAILED_CLUSTER") != "1":
+                self.down()
+            raise
         return True
 
     def start_process(self, component: components.Component) -> None:
@@ -208,16 +228,19 @@ class LocalCluster:
         log.close()
         _pid_file(self.layout, component.name).write_text(str(process.pid))
 
-    def _wait_healthy(self, component: components.Component, deadline: float) -> None:
+    def wait_healthy(self, component: components.Component, deadline: float) -> None:
+        """Wait until `component` is healthy; fail with its log's tail when it dies or the
+        deadline passes."""
         while time.monotonic() < deadline:
             if is_healthy(self.layout, component):
                 return
             if running_pid(self.layout, component.name) is None:
                 break
-            time.sleep(0.25)
-        log = self.layout.logs_dir / f"{component.name}.log"
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise ClusterError(f"{component.name} did not become healthy; last lines of {log}:\n{tail}")
+            time.sleep(0.1)
+        raise ClusterError(
+            f"{component.name} did not become healthy; "
+            + components.log_tail(self.layout, component.name)
+        )
 
     def _ensure_nodes(self, pool: nodes.GpuNodePool, timeout_s: float) -> None:
         manifests = {"apiVersion": "v1", "kind": "List", "items": nodes.gpu_node_manifests(pool)}
@@ -231,7 +254,7 @@ class LocalCluster:
         down(self.layout)
 
 
-HELPERS = ("agent.py", "trainkube")  # the demo's node agent and operator
+HELPERS = ("agent.py", "trainkube")  # the (old) node agent and the demo's operator
 
 
 def stop_helpers(layout: components.Layout) -> list[str]:
@@ -246,19 +269,26 @@ def stop_helpers(layout: components.Layout) -> list[str]:
 
 
 def down(layout: components.Layout) -> list[str]:
-    """Stop every recorded component (TERM, then KILL after 10 s) and delete the state.
+    """Stop everything and delete the state: the real node's processes (with or without pid
+    files) and its host changes (`hoststate.restore`), then each recorded control-plane
+    component (TERM, then KILL after 10 s).
 
-    Needs no binaries, so it works from any shell. Returns the names of what it stopped (and
-    of leftover DeepSpeed shared memory it removed: pods here are processes on this machine).
+    Needs no binaries, so it works from any shell, and may run any number of times. Returns
+    the names of what it stopped (and of leftover DeepSpeed shared memory it removed).
     """
     stopped = stop_helpers(layout)
+    stopped += realnode.stop(layout)
     for name in reversed(components.COMPONENT_NAMES):
         pid = running_pid(layout, name)
         if pid is not None:
             _stop_group(pid)
             stopped.append(name)
+    hoststate.restore(layout)  # again: the bridge may only go once the apiserver has
+    if hoststate.our_mounts(layout):
+        raise ClusterError(f"mounts left under {layout.state_dir}; not deleting it")
     if layout.state_dir.exists():
-        shutil.rmtree(layout.state_dir)
+        # Never through a mount point that is somehow left.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(layout.state_dir)], check=True)
     if shm.remove_stale_segments():
         stopped.append("stale DeepSpeed shared memory")
     return stopped

@@ -12,21 +12,51 @@ from pathlib import Path
 
 # Start order; `cluster.down` stops them in reverse.
 COMPONENT_NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-SERVICE_CIDR = "10.96.0.0/16"
-POD_CIDR = "10.244.0.0/16"
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Ranges of our own, apart from the ones a kind cluster (10.96/16, 10.244/16) or podman
+# (10.88/16) use: two clusters on one machine with the same Service range cross-talk through
+# their kube-proxies.
+SERVICE_CIDR = "10.213.0.0/16"
+KUBERNETES_SERVICE_IP = "10.213.0.1"  # the first address of the range: the `kubernetes` Service
+POD_CIDR = "10.212.0.0/16"
+NODE_POD_CIDR = "10.212.0.0/24"  # the real node's pods
+KWOK_POD_CIDR = "10.212.128.0/17"  # the addresses KWOK makes up for pods on the GPU nodes
+# The real CPU node: its bridge's address is the pods' gateway, the node's InternalIP, and
+# where the apiserver, the kubelet and CoreDNS listen (reachable from pods, not from outside).
+NODE_NAME = "cpu-node-0"
+BRIDGE = "trainkube0"
+NODE_ADDRESS = "10.212.0.1"
+CLUSTER_DOMAIN = "cluster.local"
+SERVICE_ACCOUNT_ISSUER = f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}"
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be started or checked; the message says where to look."""
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where one local cluster keeps its state and which loopback ports it uses."""
+    """Where one local cluster keeps its state, and its addresses and ports.
+
+    The apiserver listens on `apiserver_address`: loopback for a control plane alone, the
+    real node's bridge address (`NODE_ADDRESS`, see `cluster.default_layout`) once pods must
+    reach it; every other component listens on loopback or on the node address.
+    """
 
     state_dir: Path
+    apiserver_address: str = "127.0.0.1"
     apiserver_port: int = 16443
     etcd_client_port: int = 23790
     etcd_peer_port: int = 23800
     controller_manager_port: int = 20257
     scheduler_port: int = 20259
+    kubelet_port: int = 20250
+    kubelet_healthz_port: int = 20248
+    kube_proxy_healthz_port: int = 20256
+    kube_proxy_metrics_port: int = 20249
+    coredns_ready_port: int = 20181
+    # containerd's shims need a short unix-socket path (108 bytes with a 64-character name).
+    shim_socket_dir: Path = Path("/run/trainkube-shims")
+    cgroup_name: str = "trainkube"
 
     @property
     def pki_dir(self) -> Path:
@@ -45,8 +75,26 @@ class Layout:
         return self.state_dir / "etcd"
 
     @property
+    def node_dir(self) -> Path:
+        """The real node's files: configs, containerd, kubelet, CNI state, pod logs."""
+        return self.state_dir / "node"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.node_dir / "containerd" / "containerd.sock"
+
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.node_dir / "cni" / "net.d"
+
+    @property
+    def volumes_dir(self) -> Path:
+        """Where the provisioner keeps the folders of `local` PersistentVolumes."""
+        return self.state_dir / "volumes"
+
+    @property
     def server_url(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.apiserver_address}:{self.apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -67,6 +115,16 @@ class Component:
     # Health endpoints of the apiserver need a client certificate; the others are open.
     health_needs_client_cert: bool = False
     env: dict[str, str] = field(default_factory=dict)
+
+
+def log_tail(layout: Layout, name: str, lines: int = 20) -> str:
+    """The last lines of a component's log, introduced by where the log is."""
+    log = layout.logs_dir / f"{name}.log"
+    try:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"no log at {log}"
+    return f"last lines of {log}:\n{tail}"
 
 
 def control_plane(layout: Layout, bin_dir: Path, kwok_config: Path) -> list[Component]:
@@ -95,8 +153,8 @@ def control_plane(layout: Layout, bin_dir: Path, kwok_config: Path) -> list[Comp
         argv=[
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={layout.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={layout.apiserver_address}",
+            f"--advertise-address={layout.apiserver_address}",
             f"--secure-port={layout.apiserver_port}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -111,6 +169,11 @@ def control_plane(layout: Layout, bin_dir: Path, kwok_config: Path) -> list[Comp
             "--enable-admission-plugins=NodeRestriction,ExtendedResourceToleration",
             "--allow-privileged=true",
             "--profiling=false",
+            # `kubectl logs` and `exec` go through the kubelet, which checks who asks.
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
         ],
         health_url=f"{layout.server_url}/readyz",
         health_needs_client_cert=True,
@@ -158,7 +221,7 @@ def control_plane(layout: Layout, bin_dir: Path, kwok_config: Path) -> list[Comp
             # Only the nodes we create as fake GPU nodes; a real node agent may join later.
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
-            f"--cidr={POD_CIDR}",
+            f"--cidr={KWOK_POD_CIDR}",
         ],
     )
     return [etcd, apiserver, controller_manager, scheduler, kwok]

@@ -1,11 +1,12 @@
 """`make demo`: the whole chain on the built-in local cluster, for real, on the CPU.
 
-The local control plane, trainkube's CRDs, the operator and the CPU node agent (which runs pod
-containers as local processes with the project's own trainer); then the examples in order — a
+The local cluster (control plane, KWOK GPU nodes and the real CPU node), the trainer image built
+by images/build.sh and loaded into the node, trainkube's CRDs and the operator; then the
+examples in order — a
 tiny Llama pre-trained from scratch on 2 nodes with ZeRO-2, a LoRA fine-tune of its output, an
 A/B evaluation of the two with gates — with a progress line while they run, and at the end
-`kubectl get trainkube`, the evaluation results and where the models went. The cluster, the
-operator and the agent stay up for `kubectl` afterwards; `make down` stops everything.
+`kubectl get trainkube`, the evaluation results and where the models went. The cluster and the
+operator stay up for `kubectl` afterwards; `make down` stops everything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import yaml
 
 from tests.localcluster.cluster import REPO_ROOT, ClusterError, LocalCluster, running_pid
-from tests.localcluster.components import Component
+from tests.localcluster.components import NODE_NAME, Component
 
 NAMESPACE = "trainkube-demo"
 EXAMPLES = ["01-tiny-pretrain-cpu.yaml", "02-lora-finetune.yaml", "03-ab-eval.yaml"]
@@ -62,14 +63,37 @@ def _progress_line(cluster: LocalCluster) -> tuple[str, bool]:
     return " | ".join(parts), done
 
 
+def load_images(cluster: LocalCluster, images: str = "trainer-cpu") -> None:
+    """Build the project's images (images/build.sh, cached) and load them into the CPU node."""
+    build = REPO_ROOT / "images" / "build.sh"
+    if not build.exists():
+        raise ClusterError(f"{build} is missing: the trainer image cannot be built")
+    result = subprocess.run(
+        ["bash", str(build), *images.split()],
+        stdout=subprocess.PIPE,
+        stderr=sys.stderr,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"{build} failed (see its output above)")
+    archives = [Path(line) for line in result.stdout.splitlines() if line.strip()]
+    for loaded in cluster.import_images(archives):
+        verb = "already loaded" if loaded.skipped else "loaded"
+        print(f"{verb}: {', '.join(loaded.images)} ({loaded.archive})")
+
+
 def run(cluster: LocalCluster) -> None:
-    _step("starting the local control plane (etcd, apiserver, controller-manager, scheduler, KWOK)")
+    _step("starting the local cluster (control plane, KWOK GPU nodes, the real CPU node)")
     start = time.monotonic()
     started = cluster.up()
     verb = "started" if started else "reused the running cluster"
     print(f"{verb} in {time.monotonic() - start:.1f} s")
 
-    _step("installing trainkube's CRDs; starting the operator and the CPU node agent")
+    _step("building the trainer image (images/build.sh) and loading it into the CPU node")
+    load_images(cluster)
+
+    _step("installing trainkube's CRDs; starting the operator")
     for crd in sorted(Path(REPO_ROOT / "crds").glob("*.yaml")):
         print(
             cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd)).strip()
@@ -87,12 +111,7 @@ def run(cluster: LocalCluster) -> None:
             "--metrics-port=19090",
         ],
     )
-    _background(
-        cluster,
-        "agent.py",
-        [sys.executable, str(REPO_ROOT / "tests" / "localcluster" / "agent.py")],
-    )
-    cluster.wait_condition("Ready", "node/cpu-node-0", timeout_s=60)
+    cluster.wait_condition("Ready", f"node/{NODE_NAME}", timeout_s=60)
     print(cluster.kubectl("get", "nodes"))
 
     _step("what the planner chooses for each example (trainkube plan -f examples/)")
@@ -157,10 +176,10 @@ def _report(cluster: LocalCluster) -> None:
     for gate in evaluation.get("gates", []):
         verdict = "passed" if gate["passed"] else "FAILED"
         print(f"  gate {gate['metric']}: {verdict} - {gate['message']}")
-    _step("where the models went (status.output; claims are folders in .localcluster/agent)")
+    _step("where the models went (status.output; claims are folders in .localcluster/volumes)")
     for kind, name in JOBS[:2]:
         print(f"  {name}: {json.dumps(_status(cluster, kind, name).get('output'))}")
-    _step("the cluster, the operator and the agent stay up; point kubectl at them with")
+    _step("the cluster and the operator stay up; point kubectl at them with")
     print(f"export KUBECONFIG={cluster.kubeconfig}\nexport PATH={cluster.bin_dir}:$PATH")
-    print("worker logs: .localcluster/agent/pods/<namespace>_<pod>_*/trainer.log")
+    print(f"worker logs: kubectl logs -n {NAMESPACE} POD")
     print("stop everything with: make down")

@@ -4,7 +4,7 @@
 # node's OCI runtime), iptables and conntrack (kube-proxy, kubelet and the CNI plugins).
 # Everything else is built from pinned Go modules (build-bins.sh). Needs root, as the node does.
 set -euo pipefail
-packages=(podman debootstrap runc iptables conntrack)
+packages=(podman debootstrap runc iptables conntrack nfacct)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

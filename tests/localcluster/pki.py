@@ -18,17 +18,29 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.localcluster.components import (
+    CLUSTER_DOMAIN,
+    KUBERNETES_SERVICE_IP,
+    NODE_ADDRESS,
+    NODE_NAME,
+)
+
 VALIDITY = datetime.timedelta(days=365)
 
-# The Service IP range's first address is the in-cluster `kubernetes` Service.
-SERVING_IPS = ("127.0.0.1", "10.96.0.1")
+# Where clients meet the apiserver: loopback, the real node's bridge address (the apiserver's
+# own, which pods reach) and the in-cluster `kubernetes` Service (the Service range's first
+# address).
+SERVING_IPS = ("127.0.0.1", NODE_ADDRESS, KUBERNETES_SERVICE_IP)
 SERVING_DNS = (
     "localhost",
     "kubernetes",
     "kubernetes.default",
     "kubernetes.default.svc",
-    "kubernetes.default.svc.cluster.local",
+    f"kubernetes.default.svc.{CLUSTER_DOMAIN}",
 )
+# The kubelet's own serving certificate: the apiserver checks it on `kubectl logs` and `exec`.
+KUBELET_SERVING_IPS = (NODE_ADDRESS,)
+KUBELET_SERVING_DNS = (NODE_NAME,)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,17 @@ CLIENTS = (
     ClientIdentity("scheduler", "system:kube-scheduler"),
     # KWOK plays the kubelets of the fake nodes: it writes node and pod status and node leases.
     ClientIdentity("kwok", "trainkube-kwok", ("system:masters",)),
+    # The real node: its kubelet (the Node authorizer and NodeRestriction know it by name),
+    # kube-proxy (the built-in system:node-proxier binding), CoreDNS (a ClusterRole of its
+    # own, nodeconfig.coredns_rbac), the volume provisioner (provisioner.RBAC) and the
+    # apiserver itself when it calls the kubelet (logs, exec).
+    ClientIdentity("kubelet", f"system:node:{NODE_NAME}", ("system:nodes",)),
+    ClientIdentity("kube-proxy", "system:kube-proxy"),
+    ClientIdentity("coredns", "system:coredns"),
+    ClientIdentity("provisioner", "trainkube:provisioner"),
+    ClientIdentity(
+        "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+    ),
 )
 
 
@@ -133,19 +156,23 @@ def ensure_pki(directory: Path) -> None:
     _write_key(directory / "ca.key", ca_key)
     _write_cert(directory / "ca.crt", ca_cert)
 
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in SERVING_DNS]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
-    serving_cert = _issue(
-        subject=_name("kube-apiserver"),
-        key=serving_key,
-        ca_cert=ca_cert,
-        ca_key=ca_key,
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        sans=sans,
-    )
-    _write_key(directory / "apiserver.key", serving_key)
-    _write_cert(directory / "apiserver.crt", serving_cert)
+    for stem, common_name, dns, ips in (
+        ("apiserver", "kube-apiserver", SERVING_DNS, SERVING_IPS),
+        ("kubelet-serving", f"system:node:{NODE_NAME}", KUBELET_SERVING_DNS, KUBELET_SERVING_IPS),
+    ):
+        serving_key = ec.generate_private_key(ec.SECP256R1())
+        sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        serving_cert = _issue(
+            subject=_name(common_name),
+            key=serving_key,
+            ca_cert=ca_cert,
+            ca_key=ca_key,
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=sans,
+        )
+        _write_key(directory / f"{stem}.key", serving_key)
+        _write_cert(directory / f"{stem}.crt", serving_cert)
 
     for client in CLIENTS:
         key = ec.generate_private_key(ec.SECP256R1())

@@ -1,0 +1,452 @@
+"""What the real node changes on this machine: recorded before, undone by `down`.
+
+A kubelet, the CNI plugins and kube-proxy change the host: sysctls (the kubelet's kernel
+defaults, IP forwarding, conntrack), iptables chains and rules in every table of both families,
+a bridge with a veth per pod, mounts (volumes, sandboxes' namespaces, container roots), cgroups
+and a few folders outside the state folder. `begin` writes the host's values into
+`STATE_FILE` before anything changes them; `restore` puts them back and removes what the node
+made, and works however far `up` got (with or without the record). `leftovers` lists what of
+the node is still there: after `down` it must be empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.localcluster.components import BRIDGE, NODE_ADDRESS, Layout
+from tests.localcluster.nodeconfig import CNI_NETWORK
+
+STATE_FILE = "hoststate.json"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# What the kubelet (kernel defaults), the bridge plugin (ip_forward), bridge netfilter and
+# kube-proxy (conntrack, route_localnet: configured to leave them alone) may change.
+SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/route_localnet",
+    "net/bridge/bridge-nf-call-iptables",
+    "net/bridge/bridge-nf-call-ip6tables",
+    "net/netfilter/nf_conntrack_max",
+    "net/netfilter/nf_conntrack_tcp_timeout_established",
+    "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+    "net/netfilter/nf_conntrack_udp_timeout",
+    "net/netfilter/nf_conntrack_udp_timeout_stream",
+    "net/netfilter/nf_conntrack_tcp_be_liberal",
+)
+CONNTRACK_HASHSIZE = Path("/sys/module/nf_conntrack/parameters/hashsize")
+# Folders outside the state folder that the node's programs write to whatever they are told:
+# the kubelet's links to container logs and its device-plugin socket, libcni's result cache.
+# Our entries go (`our_folder_entries`), and the folders we made once they are empty.
+HOST_FOLDERS = (Path("/var/log/containers"), Path("/var/lib/cni"), Path("/var/lib/kubelet"))
+KUBELET_DEVICE_PLUGIN_FILES = ("kubelet.sock", "kubelet_internal_checkpoint")
+IPTABLES = ("iptables", "ip6tables")
+OUR_COMMENT = re.compile(rf'name: \\?"{CNI_NETWORK}\\?"')
+JUMP = re.compile(r"(?:^| )-[jg] (\S+)")
+
+
+def _proc_sys(name: str) -> Path:
+    return Path("/proc/sys") / name
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def load(layout: Layout) -> dict[str, Any] | None:
+    """The record `begin` wrote, if any."""
+    try:
+        record: dict[str, Any] = json.loads((layout.state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record
+
+
+def _save(layout: Layout, record: dict[str, Any]) -> None:
+    path = layout.state_dir / STATE_FILE
+    partial = path.with_suffix(".partial")
+    with partial.open("w") as out:
+        json.dump(record, out, indent=2)
+        out.flush()
+        os.fsync(out.fileno())
+    partial.replace(path)
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """The mounted cgroup v1 hierarchies (a kubelet needs its cgroup root in each)."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split()[0] == "cgroup":
+            found.append(Path(left.split()[4]))
+    return sorted(found)
+
+
+def begin(layout: Layout) -> dict[str, Any]:
+    """Record the host's settings the node may change (kept when a record exists already: it
+    holds the values from before the first change)."""
+    record = load(layout)
+    if record is not None:
+        return record
+    sysctls = {name: _read(_proc_sys(name)) for name in SYSCTLS}
+    record = {
+        "sysctls": {name: value for name, value in sysctls.items() if value is not None},
+        "hashsize": _read(CONNTRACK_HASHSIZE),
+        "iptables": {family: _run(f"{family}-save").stdout for family in IPTABLES},
+        "folders": sorted(str(d) for f in HOST_FOLDERS for d in _folders(f)),
+        "nfacct": nfacct_objects(),
+        "shim_dir_existed": layout.shim_socket_dir.exists(),
+        "cgroups_existed": {
+            str(h): (h / layout.cgroup_name).exists() for h in cgroup_hierarchies()
+        },
+    }
+    layout.state_dir.mkdir(parents=True, exist_ok=True)
+    _save(layout, record)
+    return record
+
+
+def _folders(top: Path) -> list[Path]:
+    """`top` and the folders under it (none when it does not exist)."""
+    return [Path(d) for d, _, _ in os.walk(top)] if top.is_dir() else []
+
+
+def nfacct_objects() -> list[str]:
+    """Names of the netfilter accounting objects (kube-proxy makes two for its metrics)."""
+    if not _which("nfacct"):
+        return []
+    listing = _run("nfacct", "list").stdout
+    return sorted(
+        line.rsplit("=", 1)[1].strip(" ;") for line in listing.splitlines() if "=" in line
+    )
+
+
+def make_bridge() -> None:
+    """The node's bridge with its address, before the apiserver binds to that address (the
+    CNI bridge plugin finds it and attaches pods to it)."""
+    if not Path(f"/sys/class/net/{BRIDGE}").exists():
+        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+    if NODE_ADDRESS not in _run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE).stdout:
+        subprocess.run(["ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE], check=True)
+    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+
+
+def make_cgroups(layout: Layout) -> None:
+    """The kubelet's cgroup root in every v1 hierarchy; a new cpuset gets its parent's CPUs
+    and memory nodes (it cannot take tasks without them)."""
+    for hierarchy in cgroup_hierarchies():
+        path = hierarchy / layout.cgroup_name
+        path.mkdir(exist_ok=True)
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (path / name).exists() and not (path / name).read_text().strip():
+                (path / name).write_text((hierarchy / name).read_text())
+
+
+# -- iptables ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Table:
+    """One table of an iptables-save dump: its chains (built-in and user) and rules."""
+
+    chains: list[str]
+    rules: list[tuple[str, str]]  # (chain, the rule after "-A CHAIN ")
+
+
+def parse_save(text: str) -> dict[str, Table]:
+    """iptables-save output as tables."""
+    tables: dict[str, Table] = {}
+    current: Table | None = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], Table([], []))
+        elif current is not None and line.startswith(":"):
+            current.chains.append(line[1:].split()[0])
+        elif current is not None and line.startswith("-A "):
+            chain, _, rule = line[3:].partition(" ")
+            current.rules.append((chain, rule))
+    return tables
+
+
+def _target(rule: str) -> str | None:
+    found = JUMP.search(rule)
+    return found.group(1) if found else None
+
+
+def our_chains(table: Table) -> set[str]:
+    """The node's chains: kubelet's and kube-proxy's (KUBE-*), and the CNI chains of our pod
+    network (a rule in or to them carries our network's name; podman's carry its own)."""
+    ours = {c for c in table.chains if c.startswith("KUBE-")}
+    for chain, rule in table.rules:
+        if OUR_COMMENT.search(rule):
+            if chain.startswith("CNI-"):
+                ours.add(chain)
+            target = _target(rule)
+            if target and target.startswith("CNI-"):
+                ours.add(target)
+    return ours
+
+
+def cleanup_commands(current: str, before: str = "") -> list[list[str]]:
+    """The iptables arguments that remove the node's chains and rules from `current` (a save
+    dump), leaving everything else: rules elsewhere that jump to our chains or carry our
+    network's name go first, then our chains are flushed and deleted. Shared CNI port-mapping
+    chains that were not in `before` go too once nothing but their jumps is left in them."""
+    commands: list[list[str]] = []
+    earlier = parse_save(before)
+    for name, table in parse_save(current).items():
+        ours = our_chains(table)
+        kept = [
+            (chain, rule)
+            for chain, rule in table.rules
+            if chain not in ours and _target(rule) not in ours and not OUR_COMMENT.search(rule)
+        ]
+        existed = set(earlier[name].chains) if name in earlier else set()
+        for chain in table.chains:
+            unused = not any(c == chain for c, _ in kept)
+            if chain.startswith("CNI-HOSTPORT-") and chain not in existed and unused:
+                ours.add(chain)
+        deleted_rules = [
+            (chain, rule)
+            for chain, rule in table.rules
+            if chain not in ours and (_target(rule) in ours or OUR_COMMENT.search(rule))
+        ]
+        for chain, rule in deleted_rules:
+            commands.append(["-t", name, "-D", chain, *_split(rule)])
+        for chain in sorted(ours):
+            commands.append(["-t", name, "-F", chain])
+        for chain in sorted(ours):
+            commands.append(["-t", name, "-X", chain])
+    return commands
+
+
+def _split(rule: str) -> list[str]:
+    """A saved rule as arguments (iptables-save quotes with "..." and escapes \\")."""
+    return shlex.split(rule)
+
+
+def clean_iptables(record: dict[str, Any] | None) -> None:
+    for family in IPTABLES:
+        if not _which(family):
+            continue
+        before = (record or {}).get("iptables", {}).get(family, "")
+        for _attempt in range(3):  # kube-proxy may be mid-sync when stopped: look again
+            commands = cleanup_commands(_run(f"{family}-save").stdout, before)
+            if not commands:
+                break
+            for arguments in commands:
+                _run(family, "-w", "5", *arguments)
+
+
+def _which(program: str) -> bool:
+    return shutil.which(program, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") is not None
+
+
+# -- mounts, network, cgroups, folders --------------------------------------------------------
+def _unescape(path: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
+
+
+def our_mounts(layout: Layout) -> list[str]:
+    """Mount points under the state folder or the shims' socket folder, deepest first."""
+    roots = (str(layout.state_dir), str(layout.shim_socket_dir))
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = _unescape(line.split()[4])
+        if any(point == root or point.startswith(root + "/") for root in roots):
+            points.append(point)
+    return sorted(set(points), key=lambda p: (-p.count("/"), p))
+
+
+def unmount_all(layout: Layout) -> None:
+    for _attempt in range(5):
+        points = our_mounts(layout)
+        if not points:
+            return
+        for point in points:
+            if _run("umount", point).returncode != 0:
+                _run("umount", "--lazy", point)
+
+
+def our_veths() -> list[str]:
+    listing = _run("ip", "-o", "link", "show", "master", BRIDGE).stdout
+    return [
+        line.split(":")[1].strip().split("@")[0] for line in listing.splitlines() if ":" in line
+    ]
+
+
+def remove_network() -> None:
+    for veth in our_veths():
+        _run("ip", "link", "delete", veth)
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        _run("ip", "link", "delete", BRIDGE)
+
+
+def our_cgroups(layout: Layout) -> list[Path]:
+    """Every cgroup under our cgroup root, in any hierarchy (v1 and the unified one), deepest
+    first."""
+    found: list[Path] = []
+    for hierarchy in [*cgroup_hierarchies(), CGROUP_ROOT / "unified"]:
+        root = hierarchy / layout.cgroup_name
+        if root.is_dir():
+            found += [Path(d) for d, _, _ in os.walk(root)]
+    return sorted(set(found), key=lambda p: (-len(p.parts), str(p)))
+
+
+def cgroup_pids(layout: Layout) -> set[int]:
+    pids: set[int] = set()
+    for cgroup in our_cgroups(layout):
+        with contextlib.suppress(OSError, ValueError):
+            pids |= {int(p) for p in (cgroup / "cgroup.procs").read_text().split()}
+    return pids
+
+
+def remove_cgroups(layout: Layout, record: dict[str, Any] | None) -> None:
+    existed = (record or {}).get("cgroups_existed", {})
+    for cgroup in our_cgroups(layout):
+        if cgroup.name == layout.cgroup_name and existed.get(str(cgroup.parent)):
+            continue
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
+
+
+def our_folder_entries(layout: Layout) -> list[Path]:
+    """Log links into our state folder, our network's entries in libcni's cache, and the
+    kubelet's device-plugin socket and checkpoint."""
+    logs, cni, kubelet = HOST_FOLDERS
+    found = []
+    if logs.is_dir():
+        for link in logs.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(link).startswith(str(layout.state_dir) + "/"):
+                    found.append(link)
+    # containerd runs the loopback plugin as a network of its own, "cni-loopback".
+    for network in (CNI_NETWORK, "cni-loopback"):
+        found += sorted(cni.glob(f"results/{network}-*"))
+    found += sorted(cni.glob(f"networks/{CNI_NETWORK}"))
+    plugins = kubelet / "device-plugins"
+    found += [plugins / n for n in KUBELET_DEVICE_PLUGIN_FILES if (plugins / n).exists()]
+    return found
+
+
+# Without a record, only these folders count as the node's (libcni's cache is podman's too).
+OWN_FOLDERS = (Path("/var/log/containers"), Path("/var/lib/kubelet/device-plugins"))
+
+
+def new_folders(record: dict[str, Any] | None) -> list[Path]:
+    """Folders under `HOST_FOLDERS` that were not there before, deepest first."""
+    if record is None or "folders" not in record:
+        found = [d for d in (*OWN_FOLDERS, Path("/var/lib/kubelet")) if d.is_dir()]
+    else:
+        before = set(record["folders"])
+        found = [d for f in HOST_FOLDERS for d in _folders(f) if str(d) not in before]
+    return sorted(found, key=lambda d: (-len(d.parts), str(d)))
+
+
+def remove_folders(layout: Layout, record: dict[str, Any] | None) -> None:
+    for entry in our_folder_entries(layout):
+        with contextlib.suppress(OSError):
+            if entry.is_dir() and not entry.is_symlink():
+                subprocess.run(["rm", "-rf", str(entry)], check=False)
+            else:
+                entry.unlink()
+    for folder in new_folders(record):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: what somebody else put there stays
+    if not (record or {}).get("shim_dir_existed", False):
+        subprocess.run(["rm", "-rf", str(layout.shim_socket_dir)], check=False)
+
+
+def remove_nfacct(record: dict[str, Any] | None) -> None:
+    """kube-proxy's accounting objects (once no rule uses them)."""
+    before = set((record or {}).get("nfacct", []))
+    for name in nfacct_objects():
+        if name not in before:
+            _run("nfacct", "delete", name)
+
+
+def changed_sysctls(record: dict[str, Any] | None) -> dict[str, tuple[str, str | None]]:
+    """Recorded sysctls (and the conntrack table size) whose value differs now:
+    name -> (recorded, current)."""
+    if record is None:
+        return {}
+    changed: dict[str, tuple[str, str | None]] = {}
+    for name, value in record["sysctls"].items():
+        now = _read(_proc_sys(name))
+        if now is not None and now.split() != value.split():
+            changed[name] = (value, now)
+    hashsize = _read(CONNTRACK_HASHSIZE)
+    if record.get("hashsize") and hashsize not in (None, record["hashsize"]):
+        changed[str(CONNTRACK_HASHSIZE)] = (record["hashsize"], hashsize)
+    return changed
+
+
+def restore_sysctls(record: dict[str, Any] | None) -> None:
+    for name, (value, _now) in changed_sysctls(record).items():
+        path = Path(name) if name.startswith("/") else _proc_sys(name)
+        with contextlib.suppress(OSError):
+            path.write_text(value)
+
+
+def restore(layout: Layout) -> None:
+    """Undo what the node changed (its processes must be stopped first); then the record goes."""
+    record = load(layout)
+    unmount_all(layout)
+    remove_network()
+    clean_iptables(record)
+    remove_nfacct(record)
+    remove_cgroups(layout, record)
+    remove_folders(layout, record)
+    restore_sysctls(record)
+    with contextlib.suppress(FileNotFoundError):
+        (layout.state_dir / STATE_FILE).unlink()
+
+
+def leftovers(layout: Layout, baseline: dict[str, Any] | None = None) -> list[str]:
+    """What of the node remains on this machine (each as a line of text); `baseline` is a
+    record from `load` taken before `down`, to compare sysctls with (the record itself goes
+    with `down`). Processes are `realnode.node_processes`' business, cgroup members here."""
+    found = [f"mount {point}" for point in our_mounts(layout)]
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        found.append(f"bridge {BRIDGE}")
+    found += [f"veth {veth}" for veth in our_veths()]
+    for family in IPTABLES:
+        if _which(family):
+            for name, table in parse_save(_run(f"{family}-save").stdout).items():
+                found += [f"{family} -t {name} chain {c}" for c in sorted(our_chains(table))]
+                found += [
+                    f"{family} -t {name} rule -A {chain} {rule}"
+                    for chain, rule in table.rules
+                    if OUR_COMMENT.search(rule) or (_target(rule) or "").startswith("KUBE-")
+                ]
+    found += [f"cgroup {c}" for c in our_cgroups(layout)]
+    found += [f"cgroup member {pid}" for pid in sorted(cgroup_pids(layout))]
+    found += [f"file {entry}" for entry in our_folder_entries(layout)]
+    if baseline is not None:
+        found += [f"folder {folder}" for folder in new_folders(baseline)]
+        before = set(baseline.get("nfacct", []))
+        found += [f"nfacct {name}" for name in nfacct_objects() if name not in before]
+    if layout.shim_socket_dir.exists():
+        found.append(f"folder {layout.shim_socket_dir}")
+    if (layout.state_dir / STATE_FILE).exists():
+        found.append(f"host record {layout.state_dir / STATE_FILE} (not restored)")
+    for name, (value, now) in changed_sysctls(baseline).items():
+        found.append(f"sysctl {name} = {now} (was {value})")
+    return found
