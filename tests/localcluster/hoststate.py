@@ -196,7 +196,8 @@ def our_chains(table: Table) -> set[str]:
     ours = {c for c in table.chains if c.startswith("KUBE-")}
     for chain, rule in table.rules:
         if OUR_COMMENT.search(rule):
-            if chain.startswith("CNI-"):
+            # The port-mapping plugin's CNI-HOSTPORT-* chains are shared by every network.
+            if chain.startswith("CNI-") and not chain.startswith("CNI-HOSTPORT-"):
                 ours.add(chain)
             target = _target(rule)
             if target and target.startswith("CNI-"):

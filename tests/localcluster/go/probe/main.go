@@ -2,6 +2,7 @@
 // node's tests need from a pod, without a shell or a distribution.
 //
 //	probe echo WORDS...         print the words and exit 0
+//	probe write FILE WORDS...   write the words into FILE and exit 0
 //	probe alloc MIB             allocate and touch MIB MiB, 16 MiB at a time, then sleep
 //	probe listen PORT           answer each TCP connection on PORT with the host name
 //	probe connect HOST PORT     resolve HOST, connect (retrying for 60 s), print the answer
@@ -29,12 +30,17 @@ const accountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: probe echo|alloc|listen|connect|apiserver|sleep ARGS...")
+		fail("usage: probe echo|write|alloc|listen|connect|apiserver|sleep ARGS...")
 	}
 	args := os.Args[2:]
 	switch os.Args[1] {
 	case "echo":
 		fmt.Println(joined(args))
+	case "write":
+		if err := os.WriteFile(arg(args, 0), []byte(joined(args[1:])+"\n"), 0o644); err != nil {
+			fail(err.Error())
+		}
+		fmt.Println("wrote", args[0])
 	case "alloc":
 		alloc(atoi(arg(args, 0)))
 	case "listen":
