@@ -449,6 +449,27 @@ def ltj_workers_starting(c: Capture) -> None:
     )
 
 
+def ltj_child_forbidden(c: Capture) -> None:
+    ns = c.namespace("argocd-ltj-forbidden")
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-batch-jobs"},
+        "spec": {"hard": {"count/jobs.batch": "0"}},
+    }
+    c.apply(ns, quota)
+    c.apply(ns, pretraining("pretrain"))
+    c.until_condition(ns, "LLMTrainingJob", "pretrain", "Running", "False", "ChildRejected")
+    c.save(
+        ns,
+        "LLMTrainingJob",
+        "pretrain",
+        "child-forbidden.yaml",
+        "a ResourceQuota of 0 batch Jobs in the namespace: the apiserver refuses attempt 1's "
+        "Job (403), and the operator tries again every 15 s.",
+    )
+
+
 def ltj_unschedulable(c: Capture) -> None:
     ns = c.namespace("argocd-ltj-unschedulable")
     template = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-B200"}}
@@ -790,6 +811,7 @@ STATES: dict[str, Callable[[Capture], None]] = {
     "no-status": no_status,
     "ltj-running": ltj_running,
     "ltj-workers-starting": ltj_workers_starting,
+    "ltj-child-forbidden": ltj_child_forbidden,
     "ltj-unschedulable": ltj_unschedulable,
     "ltj-secret-missing": ltj_secret_missing,
     "ltj-restarting": ltj_restarting,
