@@ -168,6 +168,7 @@ class Capture:
     cluster: LocalCluster
     operator: OperatorProcess
     api: Any
+    testdata: Path = TESTDATA
     written: list[Path] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
 
@@ -289,7 +290,7 @@ class Capture:
     def save(self, namespace: str, kind: str, name: str, file: str, how: str) -> None:
         """Write `kubectl get -o yaml` of the job to testdata, after a comment saying `how`."""
         text = self.cluster.kubectl("get", PLURALS[kind], name, "-n", namespace, "-o", "yaml")
-        path = TESTDATA / kind / "testdata" / file
+        path = self.testdata / kind / "testdata" / file
         path.parent.mkdir(parents=True, exist_ok=True)
         comment = (
             "Captured by tests/argocd/capture.py from the local cluster (KWOK GPU nodes, the "
@@ -298,7 +299,7 @@ class Capture:
         path.write_text(_comment(comment) + text)
         self.written.append(path)
         phase = (yaml.safe_load(text).get("status") or {}).get("phase", "no status")
-        print(f"captured {path.relative_to(REPO)} ({phase})", flush=True)
+        print(f"captured {path} ({phase})", flush=True)
 
     def hold(self, namespace: str, pod: Any) -> None:
         """A finalizer that keeps a deleted pod (and its attempt) alive until `release`."""
@@ -835,6 +836,12 @@ STATES: dict[str, Callable[[Capture], None]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.argocd.capture", description=__doc__)
     parser.add_argument("--only", nargs="+", choices=sorted(STATES), help="capture only these")
+    parser.add_argument(
+        "--testdata",
+        type=Path,
+        default=TESTDATA,
+        help="write <Kind>/testdata/*.yaml under this folder (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     cluster = LocalCluster.prepare()
     try:
@@ -845,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         operator = OperatorProcess(cluster, log)
         operator.start()
         api = config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-        capture = Capture(cluster, operator, api)
+        capture = Capture(cluster, operator, api, args.testdata)
         try:
             for name in args.only or list(STATES):
                 print(f"--- {name}", flush=True)
@@ -856,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         finally:
             operator.stop()
-        print(json.dumps([str(p.relative_to(REPO)) for p in capture.written], indent=1))
+        print(json.dumps([str(p) for p in capture.written], indent=1))
     finally:
         cluster.down()
     return 0
