@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     verb = "started" if started else "already up, reused"
     print(f"local cluster {verb} in {time.monotonic() - start:.1f} s at {layout.server_url}")
+    if local.timings:
+        print("  " + ", ".join(f"{stage} {s:.1f} s" for stage, s in local.timings.items()))
     print(local.kubectl("get", "nodes", "-L", "nvidia.com/gpu.product"))
     print("point kubectl at it with:\n" + exports)
     return 0

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -112,6 +112,8 @@ class LocalCluster:
 
     layout: components.Layout
     bin_dir: Path
+    # Seconds each stage of the last `up` took (control plane, node, node Ready, ...).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, layout: components.Layout | None = None) -> LocalCluster:
@@ -202,12 +204,17 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
         try:
             # The apiserver listens on the node's bridge: it comes first, host state recorded.
+            began = time.monotonic()
             realnode.prepare_host(layout)
+            self.timings["host"] = time.monotonic() - began
             for component in self.processes():
                 self.start_process(component)
                 self.wait_healthy(component, deadline)
+            self.timings["control plane"] = time.monotonic() - began - self.timings["host"]
             realnode.start(self, deadline)
+            gpu_nodes = time.monotonic()
             self._ensure_nodes(pool or nodes.GpuNodePool(), max(deadline - time.monotonic(), 30))
+            self.timings["GPU nodes"] = time.monotonic() - gpu_nodes
         except (ClusterError, OSError, subprocess.CalledProcessError):
             if os.environ.get("TRAINKUBE_KEEP_FAILED_CLUSTER") != "1":
                 self.down()
@@ -270,20 +277,28 @@ def stop_helpers(layout: components.Layout) -> list[str]:
 
 def down(layout: components.Layout) -> list[str]:
     """Stop everything and delete the state: the real node's processes (with or without pid
-    files) and its host changes (`hoststate.restore`), then each recorded control-plane
-    component (TERM, then KILL after 10 s).
+    files), each control-plane component (TERM, then KILL after 10 s), then the node's host
+    changes (`hoststate.restore`).
 
     Needs no binaries, so it works from any shell, and may run any number of times. Returns
     the names of what it stopped (and of leftover DeepSpeed shared memory it removed).
     """
     stopped = stop_helpers(layout)
-    stopped += realnode.stop(layout)
+    # The host goes back last: the apiserver's shutdown needs the bridge address it listens on.
+    stopped += realnode.stop(layout, restore=False)
     for name in reversed(components.COMPONENT_NAMES):
         pid = running_pid(layout, name)
         if pid is not None:
             _stop_group(pid)
             stopped.append(name)
-    hoststate.restore(layout)  # again: the bridge may only go once the apiserver has
+    # Those whose pid files are gone (a crash, a deleted state folder) are found by what their
+    # command lines name.
+    for pid, name in realnode.state_processes(layout, (*components.COMPONENT_NAMES, *HELPERS)):
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(pid) != os.getpgid(0):  # never our own group
+                _stop_group(pid)
+                stopped.append(f"{name} (no pid file)")
+    realnode.restore_host(layout)
     if hoststate.our_mounts(layout):
         raise ClusterError(f"mounts left under {layout.state_dir}; not deleting it")
     if layout.state_dir.exists():

@@ -69,8 +69,22 @@ def _read(path: Path) -> str | None:
         return None
 
 
+# `down` may run from any shell: the system tools are looked up in sbin folders too.
+SEARCH_PATH = f"{os.environ.get('PATH', '')}:/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
+
+
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
+    """Run a system tool; a missing one counts as failed (exit 127), as in a shell."""
+    program = shutil.which(argv[0], path=SEARCH_PATH)
+    if program is None:
+        return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: not found")
+    return subprocess.run([program, *argv[1:]], capture_output=True, text=True, check=False)
+
+
+def _checked(*argv: str) -> None:
+    result = _run(*argv)
+    if result.returncode != 0:
+        raise OSError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
 
 
 def load(layout: Layout) -> dict[str, Any] | None:
@@ -144,10 +158,10 @@ def make_bridge() -> None:
     """The node's bridge with its address, before the apiserver binds to that address (the
     CNI bridge plugin finds it and attaches pods to it)."""
     if not Path(f"/sys/class/net/{BRIDGE}").exists():
-        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True)
+        _checked("ip", "link", "add", BRIDGE, "type", "bridge")
     if NODE_ADDRESS not in _run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE).stdout:
-        subprocess.run(["ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE], check=True)
-    subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True)
+        _checked("ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE)
+    _checked("ip", "link", "set", BRIDGE, "up")
 
 
 def make_cgroups(layout: Layout) -> None:
@@ -257,7 +271,7 @@ def clean_iptables(record: dict[str, Any] | None) -> None:
 
 
 def _which(program: str) -> bool:
-    return shutil.which(program, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") is not None
+    return shutil.which(program, path=SEARCH_PATH) is not None
 
 
 # -- mounts, network, cgroups, folders --------------------------------------------------------
@@ -365,14 +379,14 @@ def remove_folders(layout: Layout, record: dict[str, Any] | None) -> None:
     for entry in our_folder_entries(layout):
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():
-                subprocess.run(["rm", "-rf", str(entry)], check=False)
+                _run("rm", "-rf", str(entry))
             else:
                 entry.unlink()
     for folder in new_folders(record):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty: what somebody else put there stays
     if not (record or {}).get("shim_dir_existed", False):
-        subprocess.run(["rm", "-rf", str(layout.shim_socket_dir)], check=False)
+        _run("rm", "-rf", str(layout.shim_socket_dir))
 
 
 def remove_nfacct(record: dict[str, Any] | None) -> None:

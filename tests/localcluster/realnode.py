@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,12 @@ def install_host_packages() -> None:
 
 def prepare_host(layout: Layout) -> None:
     """Record the host's settings, then make the bridge and cgroup root the node uses."""
+    others = other_clusters(layout)
+    if others:
+        raise ClusterError(
+            "another local cluster runs on this machine (one at a time: the ports, the bridge "
+            "and the host settings are shared); stop it first:\n  " + "\n  ".join(others)
+        )
     install_host_packages()
     hoststate.begin(layout)
     hoststate.make_bridge()
@@ -77,6 +84,7 @@ def start(cluster: LocalCluster, deadline: float) -> None:
     """Start the node after the control plane: containerd (with the sandbox image), CoreDNS,
     the kubelet, kube-proxy and the provisioner; return once the node is Ready."""
     layout, bin_dir = cluster.layout, cluster.bin_dir
+    began = time.monotonic()
     layout.volumes_dir.mkdir(parents=True, exist_ok=True)
     nodeconfig.write_configs(layout, bin_dir)
     started = {c.name: c for c in components(layout, bin_dir)}
@@ -100,13 +108,17 @@ def start(cluster: LocalCluster, deadline: float) -> None:
         "-",
         input_text=yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": manifests}),
     )
+    cluster.timings["containerd with the sandbox image"] = time.monotonic() - began
     for name in ("coredns", "kubelet", "kube-proxy", PROVISIONER):
         cluster.start_process(started[name])
+    kubelet_started = time.monotonic()
     for name in ("coredns", "kubelet", "kube-proxy", PROVISIONER):
         cluster.wait_healthy(started[name], deadline)
     cluster.wait_condition(
         "Ready", f"node/{NODE_NAME}", timeout_s=max(deadline - time.monotonic(), 10)
     )
+    cluster.timings["kubelet start to node Ready"] = time.monotonic() - kubelet_started
+    cluster.timings["node"] = time.monotonic() - began
 
 
 def _wait_containerd(cluster: LocalCluster, deadline: float) -> None:
@@ -209,26 +221,53 @@ def probe_image_archive(bin_dir: Path, folder: Path) -> Path:
 
 
 # -- stopping ---------------------------------------------------------------------------------
-def node_processes(layout: Layout) -> list[tuple[int, str]]:
-    """(pid, name) of every process of the node: its binaries started for this state folder
-    or from the binary cache, the provisioner, and whatever runs in the node's cgroups (the
-    pods' processes)."""
-    found = {pid: "pod process" for pid in hoststate.cgroup_pids(layout)}
-    state, cache = str(layout.state_dir), str(cache_bin_dir().parent)
+def _processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, binary path, argv) of every process we may read."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             exe = os.readlink(proc / "exe").removesuffix(" (deleted)")
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        name = Path(exe).name
-        mentions_state = any(state in arg for arg in argv)
-        if name in NODE_BINARIES and (mentions_state or exe.startswith(cache + "/")):
-            found[int(proc.name)] = name
-        elif any(Path(a).name == PROVISIONER for a in argv[1:2]) and mentions_state:
-            found[int(proc.name)] = PROVISIONER
+        yield int(proc.name), exe, argv
+
+
+def state_processes(layout: Layout, names: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(pid, name) of the processes of binaries called `names` (or Python scripts) that name
+    a file in the state folder on their command line, as every process of the cluster does."""
+    state = str(layout.state_dir) + "/"
+    found = []
+    for pid, exe, argv in _processes():
+        if pid == os.getpid() or not any(state in arg for arg in argv):
+            continue
+        script = Path(argv[1]).name if len(argv) > 1 else ""
+        for name in (Path(exe).name, script):
+            if name in names:
+                found.append((pid, name))
+                break
+    return found
+
+
+def node_processes(layout: Layout) -> list[tuple[int, str]]:
+    """(pid, name) of every process of the node: its binaries (the shims name their
+    containerd's socket), the provisioner, and whatever runs in the node's cgroups (the
+    pods' processes)."""
+    found = {pid: "pod process" for pid in hoststate.cgroup_pids(layout)}
+    found.update(state_processes(layout, (*NODE_BINARIES, PROVISIONER)))
     found.pop(os.getpid(), None)
     return sorted(found.items())
+
+
+def other_clusters(layout: Layout) -> list[str]:
+    """Command lines of cluster processes built here (the binary cache) that belong to
+    another state folder: the bridge, ports and host settings are one per machine."""
+    cache, state = str(cache_bin_dir().parent) + "/", str(layout.state_dir) + "/"
+    names = {*NODE_BINARIES, "etcd", "kube-apiserver"}
+    return [
+        " ".join(argv)[:200]
+        for _pid, exe, argv in _processes()
+        if exe.startswith(cache) and Path(exe).name in names and not any(state in a for a in argv)
+    ]
 
 
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
@@ -257,9 +296,10 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def stop(layout: Layout) -> list[str]:
+def stop(layout: Layout, *, restore: bool = True) -> list[str]:
     """Stop every process of the node (the kubelet first, so nothing restarts; the pods'
-    processes are killed), then undo the host changes. Returns what it stopped."""
+    processes are killed), then undo the host changes unless told not to (`restore_host`).
+    Returns what it stopped."""
     processes = node_processes(layout)
     stopped = sorted({name for _, name in processes})
     for names, grace in (
@@ -273,8 +313,23 @@ def stop(layout: Layout) -> list[str]:
         left = _wait_gone(layout, names, grace or 5.0)
         _signal_all(left, signal.SIGKILL)
         _wait_gone(layout, names, 5.0)
-    hoststate.restore(layout)
+    if restore:
+        restore_host(layout)
     return stopped
+
+
+def restore_host(layout: Layout) -> None:
+    """`hoststate.restore`, unless it would undo another cluster's changes: not without a
+    record of ours while another state folder's cluster runs."""
+    others = other_clusters(layout)
+    if hoststate.load(layout) is None and others:
+        print(
+            "not restoring host settings: no record of ours, and another local cluster runs:\n  "
+            + "\n  ".join(others),
+            file=sys.stderr,
+        )
+        return
+    hoststate.restore(layout)
 
 
 def leftovers(layout: Layout, baseline: dict[str, Any] | None = None) -> list[str]:
