@@ -835,7 +835,13 @@ STATES: dict[str, Callable[[Capture], None]] = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.argocd.capture", description=__doc__)
-    parser.add_argument("--only", nargs="+", choices=sorted(STATES), help="capture only these")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(STATES),
+        metavar="STATE",
+        help=f"capture only these states, of: {', '.join(STATES)}",
+    )
     parser.add_argument(
         "--testdata",
         type=Path,
