@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -168,6 +169,7 @@ class Capture:
     cluster: LocalCluster
     operator: OperatorProcess
     api: Any
+    scratch: Path  # the operator's log and the reporters' folders
     testdata: Path = TESTDATA
     written: list[Path] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
@@ -283,7 +285,8 @@ class Capture:
         sink = ConfigMapSink(
             naming.report_name(kind, name), namespace, api_client=client.ApiClient(configuration)
         )
-        reporter = Reporter(Path(tempfile.mkdtemp()), enabled=True, min_interval=0, sink=sink)
+        folder = Path(tempfile.mkdtemp(dir=self.scratch))
+        reporter = Reporter(folder, enabled=True, min_interval=0, sink=sink)
         reporter.state["attempt"] = attempt  # as the trainer does: reports name their attempt
         return reporter
 
@@ -849,27 +852,29 @@ def main(argv: list[str] | None = None) -> int:
         help="write <Kind>/testdata/*.yaml under this folder (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="argocd-capture-"))
     cluster = LocalCluster.prepare()
     try:
         cluster.up()
         stop_helpers(cluster.layout)  # a demo's operator must not act beside ours
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-        log = Path(tempfile.mkdtemp(prefix="argocd-capture-")) / "operator.log"
-        operator = OperatorProcess(cluster, log)
+        operator = OperatorProcess(cluster, scratch / "operator.log")
         operator.start()
         api = config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-        capture = Capture(cluster, operator, api, args.testdata)
+        capture = Capture(cluster, operator, api, scratch, args.testdata)
         try:
             for name in args.only or list(STATES):
                 print(f"--- {name}", flush=True)
                 STATES[name](capture)
                 capture.clean_up()
-        except Exception:
-            print(f"operator log: {log}", file=sys.stderr)
-            raise
         finally:
             operator.stop()
         print(json.dumps([str(p) for p in capture.written], indent=1))
+    except Exception:
+        print(f"the operator's log (kept): {scratch / 'operator.log'}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(scratch)
     finally:
         cluster.down()
     return 0
