@@ -15,14 +15,11 @@ import contextlib
 import json
 import os
 import re
-import shlex
-import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.localcluster.components import BRIDGE, NODE_ADDRESS, Layout
+from tests.localcluster import hostnet
+from tests.localcluster.components import Layout
 from tests.localcluster.nodeconfig import CNI_NETWORK
 
 STATE_FILE = "hoststate.json"
@@ -53,9 +50,6 @@ CONNTRACK_HASHSIZE = Path("/sys/module/nf_conntrack/parameters/hashsize")
 # Our entries go (`our_folder_entries`), and the folders we made once they are empty.
 HOST_FOLDERS = (Path("/var/log/containers"), Path("/var/lib/cni"), Path("/var/lib/kubelet"))
 KUBELET_DEVICE_PLUGIN_FILES = ("kubelet.sock", "kubelet_internal_checkpoint")
-IPTABLES = ("iptables", "ip6tables")
-OUR_COMMENT = re.compile(rf'name: \\?"{CNI_NETWORK}\\?"')
-JUMP = re.compile(r"(?:^| )-[jg] (\S+)")
 
 
 def _proc_sys(name: str) -> Path:
@@ -67,24 +61,6 @@ def _read(path: Path) -> str | None:
         return path.read_text().strip()
     except OSError:
         return None
-
-
-# `down` may run from any shell: the system tools are looked up in sbin folders too.
-SEARCH_PATH = f"{os.environ.get('PATH', '')}:/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
-
-
-def _run(*argv: str) -> subprocess.CompletedProcess[str]:
-    """Run a system tool; a missing one counts as failed (exit 127), as in a shell."""
-    program = shutil.which(argv[0], path=SEARCH_PATH)
-    if program is None:
-        return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: not found")
-    return subprocess.run([program, *argv[1:]], capture_output=True, text=True, check=False)
-
-
-def _checked(*argv: str) -> None:
-    result = _run(*argv)
-    if result.returncode != 0:
-        raise OSError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
 
 
 def load(layout: Layout) -> dict[str, Any] | None:
@@ -126,9 +102,9 @@ def begin(layout: Layout) -> dict[str, Any]:
     record = {
         "sysctls": {name: value for name, value in sysctls.items() if value is not None},
         "hashsize": _read(CONNTRACK_HASHSIZE),
-        "iptables": {family: _run(f"{family}-save").stdout for family in IPTABLES},
+        "iptables": hostnet.saves(),
         "folders": sorted(str(d) for f in HOST_FOLDERS for d in _folders(f)),
-        "nfacct": nfacct_objects(),
+        "nfacct": hostnet.nfacct_objects(),
         "shim_dir_existed": layout.shim_socket_dir.exists(),
         "cgroups_existed": {
             str(h): (h / layout.cgroup_name).exists() for h in cgroup_hierarchies()
@@ -144,26 +120,6 @@ def _folders(top: Path) -> list[Path]:
     return [Path(d) for d, _, _ in os.walk(top)] if top.is_dir() else []
 
 
-def nfacct_objects() -> list[str]:
-    """Names of the netfilter accounting objects (kube-proxy makes two for its metrics)."""
-    if not _which("nfacct"):
-        return []
-    listing = _run("nfacct", "list").stdout
-    return sorted(
-        line.rsplit("=", 1)[1].strip(" ;") for line in listing.splitlines() if "=" in line
-    )
-
-
-def make_bridge() -> None:
-    """The node's bridge with its address, before the apiserver binds to that address (the
-    CNI bridge plugin finds it and attaches pods to it)."""
-    if not Path(f"/sys/class/net/{BRIDGE}").exists():
-        _checked("ip", "link", "add", BRIDGE, "type", "bridge")
-    if NODE_ADDRESS not in _run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE).stdout:
-        _checked("ip", "addr", "add", f"{NODE_ADDRESS}/24", "dev", BRIDGE)
-    _checked("ip", "link", "set", BRIDGE, "up")
-
-
 def make_cgroups(layout: Layout) -> None:
     """The kubelet's cgroup root in every v1 hierarchy; a new cpuset gets its parent's CPUs
     and memory nodes (it cannot take tasks without them)."""
@@ -173,105 +129,6 @@ def make_cgroups(layout: Layout) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             if (path / name).exists() and not (path / name).read_text().strip():
                 (path / name).write_text((hierarchy / name).read_text())
-
-
-# -- iptables ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Table:
-    """One table of an iptables-save dump: its chains (built-in and user) and rules."""
-
-    chains: list[str]
-    rules: list[tuple[str, str]]  # (chain, the rule after "-A CHAIN ")
-
-
-def parse_save(text: str) -> dict[str, Table]:
-    """iptables-save output as tables."""
-    tables: dict[str, Table] = {}
-    current: Table | None = None
-    for line in text.splitlines():
-        if line.startswith("*"):
-            current = tables.setdefault(line[1:], Table([], []))
-        elif current is not None and line.startswith(":"):
-            current.chains.append(line[1:].split()[0])
-        elif current is not None and line.startswith("-A "):
-            chain, _, rule = line[3:].partition(" ")
-            current.rules.append((chain, rule))
-    return tables
-
-
-def _target(rule: str) -> str | None:
-    found = JUMP.search(rule)
-    return found.group(1) if found else None
-
-
-def our_chains(table: Table) -> set[str]:
-    """The node's chains: kubelet's and kube-proxy's (KUBE-*), and the CNI chains of our pod
-    network (a rule in or to them carries our network's name; podman's carry its own)."""
-    ours = {c for c in table.chains if c.startswith("KUBE-")}
-    for chain, rule in table.rules:
-        if OUR_COMMENT.search(rule):
-            # The port-mapping plugin's CNI-HOSTPORT-* chains are shared by every network.
-            if chain.startswith("CNI-") and not chain.startswith("CNI-HOSTPORT-"):
-                ours.add(chain)
-            target = _target(rule)
-            if target and target.startswith("CNI-"):
-                ours.add(target)
-    return ours
-
-
-def cleanup_commands(current: str, before: str = "") -> list[list[str]]:
-    """The iptables arguments that remove the node's chains and rules from `current` (a save
-    dump), leaving everything else: rules elsewhere that jump to our chains or carry our
-    network's name go first, then our chains are flushed and deleted. Shared CNI port-mapping
-    chains that were not in `before` go too once nothing but their jumps is left in them."""
-    commands: list[list[str]] = []
-    earlier = parse_save(before)
-    for name, table in parse_save(current).items():
-        ours = our_chains(table)
-        kept = [
-            (chain, rule)
-            for chain, rule in table.rules
-            if chain not in ours and _target(rule) not in ours and not OUR_COMMENT.search(rule)
-        ]
-        existed = set(earlier[name].chains) if name in earlier else set()
-        for chain in table.chains:
-            unused = not any(c == chain for c, _ in kept)
-            if chain.startswith("CNI-HOSTPORT-") and chain not in existed and unused:
-                ours.add(chain)
-        deleted_rules = [
-            (chain, rule)
-            for chain, rule in table.rules
-            if chain not in ours and (_target(rule) in ours or OUR_COMMENT.search(rule))
-        ]
-        for chain, rule in deleted_rules:
-            commands.append(["-t", name, "-D", chain, *_split(rule)])
-        for chain in sorted(ours):
-            commands.append(["-t", name, "-F", chain])
-        for chain in sorted(ours):
-            commands.append(["-t", name, "-X", chain])
-    return commands
-
-
-def _split(rule: str) -> list[str]:
-    """A saved rule as arguments (iptables-save quotes with "..." and escapes \\")."""
-    return shlex.split(rule)
-
-
-def clean_iptables(record: dict[str, Any] | None) -> None:
-    for family in IPTABLES:
-        if not _which(family):
-            continue
-        before = (record or {}).get("iptables", {}).get(family, "")
-        for _attempt in range(3):  # kube-proxy may be mid-sync when stopped: look again
-            commands = cleanup_commands(_run(f"{family}-save").stdout, before)
-            if not commands:
-                break
-            for arguments in commands:
-                _run(family, "-w", "5", *arguments)
-
-
-def _which(program: str) -> bool:
-    return shutil.which(program, path=SEARCH_PATH) is not None
 
 
 # -- mounts, network, cgroups, folders --------------------------------------------------------
@@ -296,22 +153,8 @@ def unmount_all(layout: Layout) -> None:
         if not points:
             return
         for point in points:
-            if _run("umount", point).returncode != 0:
-                _run("umount", "--lazy", point)
-
-
-def our_veths() -> list[str]:
-    listing = _run("ip", "-o", "link", "show", "master", BRIDGE).stdout
-    return [
-        line.split(":")[1].strip().split("@")[0] for line in listing.splitlines() if ":" in line
-    ]
-
-
-def remove_network() -> None:
-    for veth in our_veths():
-        _run("ip", "link", "delete", veth)
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        _run("ip", "link", "delete", BRIDGE)
+            if hostnet.run_tool("umount", point).returncode != 0:
+                hostnet.run_tool("umount", "--lazy", point)
 
 
 def our_cgroups(layout: Layout) -> list[Path]:
@@ -379,22 +222,14 @@ def remove_folders(layout: Layout, record: dict[str, Any] | None) -> None:
     for entry in our_folder_entries(layout):
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():
-                _run("rm", "-rf", str(entry))
+                hostnet.run_tool("rm", "-rf", str(entry))
             else:
                 entry.unlink()
     for folder in new_folders(record):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when empty: what somebody else put there stays
     if not (record or {}).get("shim_dir_existed", False):
-        _run("rm", "-rf", str(layout.shim_socket_dir))
-
-
-def remove_nfacct(record: dict[str, Any] | None) -> None:
-    """kube-proxy's accounting objects (once no rule uses them)."""
-    before = set((record or {}).get("nfacct", []))
-    for name in nfacct_objects():
-        if name not in before:
-            _run("nfacct", "delete", name)
+        hostnet.run_tool("rm", "-rf", str(layout.shim_socket_dir))
 
 
 def changed_sysctls(record: dict[str, Any] | None) -> dict[str, tuple[str, str | None]]:
@@ -424,9 +259,7 @@ def restore(layout: Layout) -> None:
     """Undo what the node changed (its processes must be stopped first); then the record goes."""
     record = load(layout)
     unmount_all(layout)
-    remove_network()
-    clean_iptables(record)
-    remove_nfacct(record)
+    hostnet.restore(record)
     remove_cgroups(layout, record)
     remove_folders(layout, record)
     restore_sysctls(record)
@@ -439,25 +272,12 @@ def leftovers(layout: Layout, baseline: dict[str, Any] | None = None) -> list[st
     record from `load` taken before `down`, to compare sysctls with (the record itself goes
     with `down`). Processes are `realnode.node_processes`' business, cgroup members here."""
     found = [f"mount {point}" for point in our_mounts(layout)]
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        found.append(f"bridge {BRIDGE}")
-    found += [f"veth {veth}" for veth in our_veths()]
-    for family in IPTABLES:
-        if _which(family):
-            for name, table in parse_save(_run(f"{family}-save").stdout).items():
-                found += [f"{family} -t {name} chain {c}" for c in sorted(our_chains(table))]
-                found += [
-                    f"{family} -t {name} rule -A {chain} {rule}"
-                    for chain, rule in table.rules
-                    if OUR_COMMENT.search(rule) or (_target(rule) or "").startswith("KUBE-")
-                ]
+    found += hostnet.leftovers(baseline)
     found += [f"cgroup {c}" for c in our_cgroups(layout)]
     found += [f"cgroup member {pid}" for pid in sorted(cgroup_pids(layout))]
     found += [f"file {entry}" for entry in our_folder_entries(layout)]
     if baseline is not None:
         found += [f"folder {folder}" for folder in new_folders(baseline)]
-        before = set(baseline.get("nfacct", []))
-        found += [f"nfacct {name}" for name in nfacct_objects() if name not in before]
     if layout.shim_socket_dir.exists():
         found.append(f"folder {layout.shim_socket_dir}")
     if (layout.state_dir / STATE_FILE).exists():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tests.localcluster import hoststate, nodeconfig, ociimage, provisioner
+from tests.localcluster import hostnet, hoststate, nodeconfig, ociimage, provisioner
 from tests.localcluster.components import NODE_NAME, ClusterError, Component, Layout, log_tail
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def prepare_host(layout: Layout) -> None:
         )
     install_host_packages()
     hoststate.begin(layout)
-    hoststate.make_bridge()
+    hostnet.make_bridge()
     hoststate.make_cgroups(layout)
 
 

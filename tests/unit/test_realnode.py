@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.localcluster import components, hoststate, nodeconfig, ociimage, pki, provisioner
+from tests.localcluster import components, hostnet, nodeconfig, ociimage, pki, provisioner
 from tests.localcluster.cluster import default_layout
 
 LAYOUT = components.Layout(state_dir=Path("/state"), apiserver_address=components.NODE_ADDRESS)
@@ -197,7 +197,7 @@ COMMIT
 
 def test_iptables_clean_up_takes_ours_and_leaves_podmans() -> None:
     before = "*filter\n:INPUT ACCEPT [0:0]\n:CNI-FORWARD - [0:0]\nCOMMIT\n"
-    commands = [" ".join(c) for c in hoststate.cleanup_commands(SAVED, before)]
+    commands = [" ".join(c) for c in hostnet.cleanup_commands(SAVED, before)]
     assert commands == [
         "-t filter -D INPUT -j KUBE-FIREWALL",
         "-t filter -D FORWARD -m comment --comment kubernetes forwarding rules -j KUBE-FORWARD",
@@ -216,7 +216,7 @@ def test_iptables_clean_up_takes_ours_and_leaves_podmans() -> None:
         "-t nat -X CNI-aaa",
     ]
     # Shared port-mapping chains that were there before stay (only our rules in them go).
-    kept = hoststate.cleanup_commands(SAVED, SAVED)
+    kept = hostnet.cleanup_commands(SAVED, SAVED)
     assert ["-t", "nat", "-X", "CNI-HOSTPORT-DNAT"] not in kept
     assert ["-t", "nat", "-X", "CNI-DN-ccc"] in kept
     [ours_in_shared] = [c for c in kept if c[2:4] == ["-D", "CNI-HOSTPORT-DNAT"]]
@@ -224,8 +224,8 @@ def test_iptables_clean_up_takes_ours_and_leaves_podmans() -> None:
 
 
 def test_iptables_clean_up_of_a_clean_host_does_nothing() -> None:
-    assert hoststate.cleanup_commands("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n") == []
-    assert hoststate.cleanup_commands("") == []
+    assert hostnet.cleanup_commands("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n") == []
+    assert hostnet.cleanup_commands("") == []
 
 
 @pytest.mark.parametrize(
