@@ -9,7 +9,7 @@ TORCH := $(shell grep -o '"torch==[^"]*"' pyproject.toml | tr -d '"')
 DEEPSPEED := $(shell grep -o '"deepspeed==[^"]*"' pyproject.toml | tr -d '"')
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup bins up down lint unit crds
+.PHONY: demo test setup bins up down lint unit crds images
 
 setup: $(STAMP)
 
@@ -54,3 +54,9 @@ unit: setup
 
 test: setup bins lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The container images, built here with podman (images/build.sh, images/README.md): operator and
+# trainer-cpu; IMAGES="operator trainer-cpu trainer-cuda" adds the CUDA trainer. Prints the
+# path of each image's archive (for `ctr -n k8s.io images import`), one per line.
+images:
+	bash images/build.sh $(IMAGES)
