@@ -144,10 +144,12 @@ save() {
     log "$archive is up to date ($tag)"
   else
     log "saving $tag to $archive"
+    local start=$SECONDS
     rm -f "$archive.id"
     "$podman" save --format docker-archive --output "$archive.partial" "$tag" >&2
     mv "$archive.partial" "$archive"
     echo "$id" >"$archive.id"
+    log "saved $archive in $((SECONDS - start)) s"
   fi
   echo "$archive"
 }
@@ -189,8 +191,8 @@ for name in "${images[@]}"; do
         ACCELERATOR=cuda "TORCH_INDEX_URL=$wheelhouse_index"
       ;;
   esac
+  log "built $tag in $((SECONDS - start)) s"
   archives+=("$(save "$name" "$tag")")
-  log "$name: $tag, $((SECONDS - start)) s"
 done
 
 # Intermediate images of earlier builds (the dependency stages keep their tags).

@@ -26,6 +26,7 @@ PODMAN = str(REPO / "images" / "podman.sh")
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 OPERATOR = f"ghcr.io/trainkube/operator:{VERSION}"
 TRAINER_CPU = f"ghcr.io/trainkube/trainer-cpu:{VERSION}"
+TRAINER_CUDA = f"ghcr.io/trainkube/trainer:{VERSION}"
 BUILT = {"operator": OPERATOR, "trainer-cpu": TRAINER_CPU}
 LABELS = ("title", "description", "version", "source", "licenses")
 
@@ -89,6 +90,22 @@ def test_the_trainer_has_deepspeed_with_its_prebuilt_shm_comm_op_and_no_kopf(
     )
     out = ok("run", "--rm", images["trainer-cpu"], "python", "-c", check)
     assert out.splitlines()[-1].startswith("ok "), out  # DeepSpeed logs to stdout too
+
+
+def test_the_cuda_trainer_has_its_prebuilt_fused_adam_op() -> None:
+    """Only where that image was built (`make images IMAGES=trainer-cuda`): the op loads on
+    the CPU too, since loading it needs the CUDA libraries, not a GPU."""
+    if podman("image", "exists", TRAINER_CUDA).returncode:
+        pytest.skip(f"{TRAINER_CUDA} is not built here")
+    check = (
+        "import deepspeed.ops.adam.fused_adam_op as op\n"
+        "from deepspeed.git_version_info import installed_ops as o, accelerator_name\n"
+        "assert o['fused_adam'] and accelerator_name == 'cuda', (o, accelerator_name)\n"
+        "print('ok', op.multi_tensor_adam.__name__)\n"
+    )
+    out = ok("run", "--rm", TRAINER_CUDA, "python", "-c", check)
+    assert out.splitlines()[-1] == "ok multi_tensor_adam", out
+    assert inspect(TRAINER_CUDA)["Config"]["User"] == "1000:1000"
 
 
 def test_the_trainer_has_the_commands_the_operator_starts(images: dict[str, str]) -> None:
