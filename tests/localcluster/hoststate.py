@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.localcluster import hostnet
-from tests.localcluster.components import Layout
+from tests.localcluster.components import BRIDGE, NODE_ADDRESS, Layout
 from tests.localcluster.nodeconfig import CNI_NETWORK
 
 STATE_FILE = "hoststate.json"
@@ -100,6 +100,16 @@ def begin(layout: Layout) -> dict[str, Any]:
         return record
     sysctls = {name: _read(_proc_sys(name)) for name in SYSCTLS}
     record = {
+        # What the node will make (removed by `restore` whatever its state): named here so
+        # that the record says everything the node changes.
+        "makes": {
+            "bridge": f"{BRIDGE} {NODE_ADDRESS}/24, with a veth per pod",
+            "cgroups": [str(h / layout.cgroup_name) for h in cgroup_hierarchies()],
+            "mounts under": [str(layout.state_dir), str(layout.shim_socket_dir)],
+            "iptables": "KUBE-* chains, CNI-* chains of network "
+            f"{CNI_NETWORK!r}, rules jumping to them (iptables and ip6tables, every table)",
+        },
+        # The values from before (restored).
         "sysctls": {name: value for name, value in sysctls.items() if value is not None},
         "hashsize": _read(CONNTRACK_HASHSIZE),
         "iptables": hostnet.saves(),
