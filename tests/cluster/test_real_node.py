@@ -268,21 +268,23 @@ def test_down_leaves_nothing_of_the_node_and_up_starts_it_again(
     crds: LocalCluster,
     operator: OperatorProcess,
     saved_pki: Path,
-    tmp_path: Path,
     probe_image: str,
 ) -> None:
     """Last in this module: the session's cluster goes down and comes back (same
-    certificates, CRDs applied again, the session's operator restarted)."""
+    certificates, CRDs applied again, the images this session loaded loaded again, the
+    session's operator restarted), so later tests find it as it was."""
     layout = local_cluster.layout
     baseline = hoststate.load(layout)
     assert baseline is not None
     # Something of everything the node makes: a running pod (veth, iptables chains, mounts,
-    # cgroups) and a Service (kube-proxy's chains).
+    # cgroups) beside the `kubernetes` Service (kube-proxy's chains).
     core = client.CoreV1Api(api_client)
     core.create_namespaced_pod("default", _pod("down-test", probe_image, "sleep"))
     _ready(core, "default", "down-test")
     assert realnode.leftovers(layout, baseline)  # the check sees a running node
 
+    loaded = realnode.imported_archives()
+    assert loaded  # the probe image's archive, at least
     operator.stop()
     local_cluster.down()
     assert realnode.leftovers(layout, baseline) == []
@@ -294,9 +296,9 @@ def test_down_leaves_nothing_of_the_node_and_up_starts_it_again(
     print(f"up again in {time.monotonic() - started:.1f} s")
     local_cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
     local_cluster.wait_condition("Established", *[f"crd/{kind.crd_name}" for kind in KINDS])
+    results = local_cluster.import_images(loaded)
+    assert not any(result.skipped for result in results)  # containerd started empty
     operator.start()
-    archive = realnode.probe_image_archive(local_cluster.bin_dir, tmp_path)
-    assert not local_cluster.import_images([archive])[0].skipped  # containerd started empty
     core.create_namespaced_pod("default", _pod("after-up", probe_image, "echo", "again"))
     assert _ended(core, "default", "after-up").status.phase == "Succeeded"
     core.delete_namespaced_pod("after-up", "default")

@@ -173,6 +173,16 @@ def _present_config_digest(layout: Layout, bin_dir: Path, name: str) -> str | No
     return None
 
 
+# Every archive this process loaded (in order), so that whoever restarts the cluster (a test
+# of `down`, say) can load them again: containerd starts empty.
+_IMPORTED: list[Path] = []
+
+
+def imported_archives() -> list[Path]:
+    """The archives this process loaded into the node that still exist."""
+    return [archive for archive in _IMPORTED if archive.exists()]
+
+
 @dataclass(frozen=True)
 class ImportResult:
     archive: Path
@@ -205,6 +215,8 @@ def import_images(
         if not present:
             ctr(layout, bin_dir, "images", "import", "--platform=linux/amd64", str(archive))
         results.append(ImportResult(archive, [image.name for image in images], present))
+        if archive not in _IMPORTED and not archive.is_relative_to(layout.state_dir):
+            _IMPORTED.append(archive)
     return results
 
 
