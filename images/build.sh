@@ -121,18 +121,37 @@ prefetch_torch() {
   echo "$stamp" >"$wheelhouse/.stamp"
 }
 
-# build NAME TAG CONTAINERFILE [BUILD-ARG...]: builds one image. Its last builder stage,
-# `project`, gets a tag of its own first, so that pruning dangling images never drops the
-# layers the next build reuses.
+# build NAME TAG CONTAINERFILE [BUILD-ARG...]: builds one image. Its builder stage `project`
+# gets a tag of its own first, so that pruning dangling images never drops the layers the next
+# build reuses. A Containerfile whose last stage is `FROM runtime-deps` (the trainer) has that
+# stage built as an image of its own, again only when the dependencies changed (CACHE/NAME.deps
+# records for which), and the last stage is built from a copy of the Containerfile that
+# starts from that image: a code change then costs seconds instead of a check of the venv.
 build() {
   local name=$1 tag=$2 file=$3
   shift 3
-  local flags=(--network host --layers "${mounts[@]}" --file "$repo/$file")
+  local flags=(--network host --layers "${mounts[@]}")
   for arg in "$@"; do flags+=(--build-arg "$arg"); done
   log "building $tag ($file)"
-  "$podman" build "${flags[@]}" --target project \
+  "$podman" build "${flags[@]}" --file "$repo/$file" --target project \
     --tag "localhost/trainkube/cache/$name-project:latest" "$repo" >&2
-  "$podman" build "${flags[@]}" --tag "$tag" "$repo" >&2
+  if ! grep -qx 'FROM runtime-deps' "$repo/$file"; then
+    "$podman" build "${flags[@]}" --file "$repo/$file" --tag "$tag" "$repo" >&2
+    return
+  fi
+  local deps runtime="localhost/trainkube/cache/$name-runtime:latest"
+  "$podman" build "${flags[@]}" --file "$repo/$file" --target deps \
+    --tag "localhost/trainkube/cache/$name-deps:latest" "$repo" >&2
+  deps=$("$podman" image inspect --format '{{.Id}}' "localhost/trainkube/cache/$name-deps:latest")
+  if ! "$podman" image exists "$runtime" || [[ "$(cat "$cache/$name.deps" 2>/dev/null)" != "$deps" ]]; then
+    log "building the runtime with the dependencies, $runtime"
+    rm -f "$cache/$name.deps"
+    "$podman" build "${flags[@]}" --file "$repo/$file" --target runtime-deps --tag "$runtime" \
+      "$repo" >&2
+    echo "$deps" >"$cache/$name.deps"
+  fi
+  sed "s|^FROM runtime-deps\$|FROM $runtime|" "$repo/$file" >"$cache/$name.Containerfile"
+  "$podman" build "${flags[@]}" --file "$cache/$name.Containerfile" --tag "$tag" "$repo" >&2
 }
 
 # save NAME TAG: writes the image's archive when its image ID changed; prints the path.
