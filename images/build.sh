@@ -107,6 +107,7 @@ prefetch_torch() {
     find "$wheelhouse" -mindepth 1 -delete
   fi
   log "downloading $(cat "$cache/pins/torch.txt") from $torch_index into $wheelhouse"
+  # shellcheck disable=SC2016 # $1 is the container's shell's: the index URL passed after it
   "$podman" run --rm --network host --volume "$cache/pip-config:/root/.config/pip:ro" \
     --volume "$wheelhouse:/wheelhouse" --volume "$cache/pins:/pins:ro" "$builder" \
     sh -c 'python3 -m venv /tmp/venv && /tmp/venv/bin/pip download --quiet \
@@ -124,9 +125,10 @@ prefetch_torch() {
 # build NAME TAG CONTAINERFILE [BUILD-ARG...]: builds one image. Its builder stage `project`
 # gets a tag of its own first, so that pruning dangling images never drops the layers the next
 # build reuses. A Containerfile whose last stage is `FROM runtime-deps` (the trainer) has that
-# stage built as an image of its own, again only when the dependencies changed (CACHE/NAME.deps
-# records for which), and the last stage is built from a copy of the Containerfile that
-# starts from that image: a code change then costs seconds instead of a check of the venv.
+# stage built as an image of its own, again only when its inputs changed (the dependency
+# stage, the runtime base, the build arguments or the Containerfile: CACHE/NAME.deps records
+# them), and the last stage is built from a copy of the Containerfile that starts from that
+# image: a code change then costs seconds instead of a 40 s check of the venv's COPY.
 build() {
   local name=$1 tag=$2 file=$3
   shift 3
@@ -142,7 +144,12 @@ build() {
   local deps runtime="localhost/trainkube/cache/$name-runtime:latest"
   "$podman" build "${flags[@]}" --file "$repo/$file" --target deps \
     --tag "localhost/trainkube/cache/$name-deps:latest" "$repo" >&2
-  deps=$("$podman" image inspect --format '{{.Id}}' "localhost/trainkube/cache/$name-deps:latest")
+  deps=$({
+    "$podman" image inspect --format '{{.Id}}' "localhost/trainkube/cache/$name-deps:latest" \
+      "$runtime_base"
+    printf '%s\n' "$@"
+    cat "$repo/$file"
+  } | sha256sum | cut -c1-64)
   if ! "$podman" image exists "$runtime" || [[ "$(cat "$cache/$name.deps" 2>/dev/null)" != "$deps" ]]; then
     log "building the runtime with the dependencies, $runtime"
     rm -f "$cache/$name.deps"
