@@ -55,16 +55,14 @@ def _spec(job: LLMTrainingJob, attempt: int = 1) -> runspec.WorkerSpec:
 
 def test_created_checkpoint_volume_is_mounted_and_output_goes_to_its_final_folder() -> None:
     spec = _spec(JOB)
-    mounts = {(c.claim, c.mount_path, c.sub_path) for c in spec.claims}
-    assert mounts == {
-        ("tiny-pretrain-ltj-checkpoints", "/checkpoints", ""),
-        ("tiny-pretrain-ltj-checkpoints", "/output", "final"),
-    }
+    # Mounted whole and writable once: a subPath folder the kubelet makes would be root's.
+    mounts = {(c.claim, c.mount_path, c.read_only) for c in spec.claims}
+    assert mounts == {("tiny-pretrain-ltj-checkpoints", "/checkpoints", False)}
     run = spec.run_config
     assert run.checkpoints is not None
     assert (run.checkpoints.directory, run.checkpoints.interval) == ("/checkpoints", 20)
     assert run.output is not None
-    assert run.output.directory == "/output"
+    assert run.output.directory == "/checkpoints/final"
     assert spec.output == Output(model_path="tiny-pretrain-ltj-checkpoints:final/model")
     assert run.reporting.configmap == "tiny-pretrain-ltj-report"
     assert run.plan is not None

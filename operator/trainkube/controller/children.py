@@ -190,14 +190,9 @@ def _volumes(
             {"name": claim.volume_name, "persistentVolumeClaim": {"claimName": claim.claim}}
         )
     for claim in spec.claims:
-        mount = {
-            "name": claim.volume_name,
-            "mountPath": claim.mount_path,
-            "readOnly": claim.read_only,
-        }
-        if claim.sub_path:
-            mount["subPath"] = claim.sub_path
-        mounts.append(mount)
+        mounts.append(
+            {"name": claim.volume_name, "mountPath": claim.mount_path, "readOnly": claim.read_only}
+        )
     for secret, key in sorted(spec.secrets.items()):
         name = f"secret-{secret}"[:63].rstrip("-")
         volumes.append(

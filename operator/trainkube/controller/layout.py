@@ -24,7 +24,6 @@ class ClaimMount:
     claim: str
     mount_path: str
     read_only: bool
-    sub_path: str = ""
 
     @property
     def volume_name(self) -> str:

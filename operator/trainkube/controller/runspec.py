@@ -59,6 +59,19 @@ class WorkerSpec:
         if not any(c.mount_path == path for c in self.claims):
             self.claims.append(layout.ClaimMount(claim, path, read_only))
 
+    def writable(self, where: VolumePath, mount_path: str) -> str:
+        """The folder `where` to write into: its claim mounted whole (at `mount_path`, or where
+        it already is writable), never by subPath. A subPath folder that does not exist yet is
+        made by the kubelet as root, and a non-root trainer could not write into it; the
+        trainer makes the folders itself."""
+        mounted = next(
+            (c for c in self.claims if c.claim == where.claim_name and not c.read_only), None
+        )
+        if mounted is None:
+            mounted = layout.ClaimMount(where.claim_name, mount_path, False)
+            self.claims.append(mounted)
+        return str(PurePosixPath(mounted.mount_path) / (where.path or ""))
+
 
 def _model_ref(
     source: ModelSource, spec: WorkerSpec, resolve: OutputResolver, *, field_name: str
@@ -203,11 +216,8 @@ def worker_spec(
     output = _output_location(configured, checkpoints)
     policy = None
     if checkpoints is not None:
-        spec.claims.append(
-            layout.ClaimMount(checkpoints.claim_name, layout.CHECKPOINTS, False, checkpoints.path)
-        )
         policy = CheckpointPolicy(
-            directory=layout.CHECKPOINTS,
+            directory=spec.writable(checkpoints, layout.CHECKPOINTS),
             interval=js.checkpoints.interval,
             keep_last=js.checkpoints.keep_last,
             keep_every=js.checkpoints.keep_every,
@@ -216,8 +226,7 @@ def worker_spec(
         )
     run_output = None
     if output is not None:
-        spec.claims.append(layout.ClaimMount(output.claim_name, layout.OUTPUT, False, output.path))
-        run_output = Output(directory=layout.OUTPUT, merge=merge)
+        run_output = Output(directory=spec.writable(output, layout.OUTPUT), merge=merge)
         place = f"{output.claim_name}:{PurePosixPath(output.path or '.')}"
         writes_model = method == "full" or merge
         spec.output = OutputStatus(
@@ -265,10 +274,7 @@ def _eval_spec(
                 spec.mount(source.files.claim_name, layout.DATA_ROOT, read_only=True)
     run_output = None
     if js.output is not None:
-        spec.claims.append(
-            layout.ClaimMount(js.output.claim_name, layout.OUTPUT, False, js.output.path)
-        )
-        run_output = Output(directory=layout.OUTPUT)
+        run_output = Output(directory=spec.writable(js.output, layout.OUTPUT))
         place = f"{js.output.claim_name}:{PurePosixPath(js.output.path or '.')}"
         spec.output = OutputStatus(results_path=f"{place}/results.json")
     spec.run_config = spec.run_config.model_copy(
