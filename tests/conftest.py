@@ -48,8 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def local_cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster.prepare()
     started = cluster.up()
-    # A reused cluster may still run the demo's operator and node agent: the tests start
-    # their own, and two node agents must never share a node.
+    # A reused cluster may still run the demo's operator: the tests start their own, and two
+    # operators would elect one leader between them.
     stop_helpers(cluster.layout)
     yield cluster
     if started and os.environ.get("TRAINKUBE_KEEP_CLUSTER") != "1":

@@ -17,7 +17,9 @@ import pytest
 import yaml
 
 from tests.localcluster.cluster import LocalCluster
+from tests.localcluster.demo import load_images
 from trainkube.api import KINDS
+from trainkube.controller.clients import DEFAULT_IMAGES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,11 +29,11 @@ LOG_TAIL_LINES = 40
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """A failed cluster test shows the tail of the operator's and the node agent's logs: in CI
-    its output is all there is to read."""
+    """A failed cluster test shows the tail of the operator's log: in CI its output is all
+    there is to read."""
     report = yield
     if report.failed and call.when == "call":
-        for name in ("operator", "node_agent"):
+        for name in ("operator",):
             process = getattr(item, "funcargs", {}).get(name)
             if isinstance(process, OperatorProcess) and process.log.exists():
                 lines = process.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
@@ -122,22 +124,12 @@ class OperatorProcess:
                 self.kill()
 
 
-class AgentProcess(OperatorProcess):
-    """The local CPU node agent as a real process; its node is Ready when `start` returns."""
-
-    def start(self) -> None:
-        self._spawn([sys.executable, str(REPO / "tests" / "localcluster" / "agent.py")])
-        self.cluster.wait_condition("Ready", "node/cpu-node-0", timeout_s=60)
-
-
 @pytest.fixture(scope="session")
-def node_agent(
-    local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[AgentProcess]:
-    agent = AgentProcess(local_cluster, tmp_path_factory.mktemp("agent") / "agent.log")
-    agent.start()
-    yield agent
-    agent.stop()
+def trainer_image(local_cluster: LocalCluster) -> str:
+    """The CPU trainer image, built here (images/build.sh, cached) and loaded into the real CPU
+    node, whose pods then run it as the operator's default CPU image."""
+    load_images(local_cluster, "trainer-cpu")
+    return DEFAULT_IMAGES["cpu"]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The whole chain on the local cluster, for real: the operator turns a tiny pre-training job
-into two worker processes (ZeRO-2 over gloo) on the CPU node agent, a LoRA fine-tune of its
-output, and an A/B evaluation of the two with gates."""
+into two worker pods of the CPU trainer image (ZeRO-2 over gloo) on the real CPU node, a LoRA
+fine-tune of its output, and an A/B evaluation of the two with gates."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.cluster.conftest import AgentProcess, apply_manifests
+from tests.cluster.conftest import apply_manifests
 from tests.conftest import wait_for
-from tests.localcluster.agent import pod_log
 from tests.localcluster.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +54,7 @@ def _phase(
 
 @pytest.mark.usefixtures("operator")
 def test_pretrain_fine_tune_and_evaluate_for_real(
-    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
 ) -> None:
     pretrain = _example("01-tiny-pretrain-cpu.yaml", **{"spec.training.maxSteps": 120})
     apply_manifests(crds, namespace, pretrain)
@@ -85,7 +84,9 @@ def test_pretrain_fine_tune_and_evaluate_for_real(
         )
         .items[0]
     )
-    log = pod_log(crds.layout.state_dir / "agent", namespace, worker.metadata.name).read_text()
+    assert worker.spec.containers[0].image == trainer_image
+    assert worker.spec.node_name == "cpu-node-0"
+    log = client.CoreV1Api(api_client).read_namespaced_pod_log(worker.metadata.name, namespace)
     assert '"world_size": 2' in log
     assert "DeepSpeed info" in log or "deepspeed" in log.lower()
 

@@ -1,5 +1,5 @@
 """The operator recovers jobs without a person: on fake GPU nodes (KWOK) for out-of-memory,
-plain failures and budgets; with real training on the CPU node agent for a loss spike (rollback)
+plain failures and budgets; with real training on the real CPU node for a loss spike (rollback)
 and a worker killed mid-run (resume from the newest checkpoint)."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.cluster.conftest import AgentProcess
 from tests.cluster.test_operator import (
     _apply,
     _condition,
@@ -120,7 +119,7 @@ def _real_job(name: str, **changes: Any) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("operator")
 def test_a_loss_spike_rolls_back_once_and_the_job_completes(
-    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
 ) -> None:
     manifest = _real_job("spiky", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
     _apply(crds, namespace, manifest)
@@ -151,10 +150,12 @@ def test_a_loss_spike_rolls_back_once_and_the_job_completes(
 
 @pytest.mark.usefixtures("operator")
 def test_a_worker_killed_mid_training_resumes_from_the_newest_checkpoint(
-    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
 ) -> None:
     manifest = _real_job("killed")
-    manifest["spec"]["training"]["maxSteps"] = 200
+    # Long enough that the kill lands mid-run: the tiny model trains ~20 steps a second, and
+    # progress reaches status every 5 s.
+    manifest["spec"]["training"]["maxSteps"] = 600
     _apply(crds, namespace, manifest)
 
     def checkpointed() -> bool:
@@ -169,14 +170,14 @@ def test_a_worker_killed_mid_training_resumes_from_the_newest_checkpoint(
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     assert [a["number"] for a in done["attempts"]] == [1, 2]
     assert done["recovery"]["restarts"] == 1
-    assert done["progress"]["steps"] == "200/200"
+    assert done["progress"]["steps"] == "600/600"
     # The new gang resumed from the newest checkpoint: at most one interval (10 steps) lost.
     assert done["attempts"][1]["resumedFromStep"] >= killed_at - 10
 
 
 @pytest.mark.usefixtures("operator")
 def test_more_spikes_than_max_rollbacks_end_in_failed(
-    api_client: Any, crds: LocalCluster, namespace: str, node_agent: AgentProcess
+    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
 ) -> None:
     manifest = _real_job("unstable", annotations={"trainkube.io/fault": '{"spikeAtStep": 25}'})
     manifest["spec"]["rollback"]["maxRollbacks"] = 0

@@ -261,11 +261,11 @@ class LocalCluster:
         down(self.layout)
 
 
-HELPERS = ("agent.py", "trainkube")  # the (old) node agent and the demo's operator
+HELPERS = ("trainkube",)  # the demo's operator
 
 
 def stop_helpers(layout: components.Layout) -> list[str]:
-    """Stop the demo's node agent and operator, if running (tests start their own)."""
+    """Stop the demo's operator, if running (tests start their own)."""
     stopped = []
     for name in HELPERS:
         pid = running_pid(layout, name)

@@ -218,7 +218,7 @@ def control_plane(layout: Layout, bin_dir: Path, kwok_config: Path) -> list[Comp
             str(bin_dir / "kwok"),
             f"--kubeconfig={layout.kubeconfig('kwok')}",
             f"--config={kwok_config}",
-            # Only the nodes we create as fake GPU nodes; a real node agent may join later.
+            # Only the nodes we create as fake GPU nodes; the real CPU node is a kubelet's.
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-lease-duration-seconds=40",
             f"--cidr={KWOK_POD_CIDR}",

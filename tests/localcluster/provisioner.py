@@ -92,7 +92,7 @@ def rbac() -> list[dict[str, Any]]:
 
 
 def wants_volume(claim: dict[str, Any]) -> bool:
-    """An unbound claim of our class (or of none: the agent's rule, kept)."""
+    """An unbound claim of our class (or of none, as a default class would)."""
     spec = claim.get("spec") or {}
     if spec.get("volumeName") or (claim.get("status") or {}).get("phase") == "Bound":
         return False
