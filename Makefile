@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 bins:
+	bash tests/localcluster/host-packages.sh
 	bash tests/localcluster/build-bins.sh >/dev/null
 
 up: setup bins
@@ -37,7 +38,7 @@ up: setup bins
 down: setup
 	$(PY) -m tests.localcluster down
 
-demo: setup bins
+demo: setup bins images
 	$(PY) -m tests.localcluster demo
 
 # Regenerate crds/ from the API models (a unit test fails when they drift).
@@ -52,7 +53,9 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
 
-test: setup bins lint
+# The Argo CD health checks run in gopher-lua as Argo CD runs them (tests/argocd, Go).
+test: setup bins images lint
+	cd tests/argocd && go test ./...
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The container images, built here with podman (images/build.sh, images/README.md): operator and

@@ -38,7 +38,9 @@ def default_layout() -> components.Layout:
     apiserver listens on the real node's bridge address, where pods reach it."""
     state = os.environ.get("TRAINKUBE_LOCALCLUSTER_DIR", str(REPO_ROOT / ".localcluster"))
     return components.Layout(
-        state_dir=Path(state).resolve(), apiserver_address=components.NODE_ADDRESS
+        state_dir=Path(state).resolve(),
+        apiserver_address=components.NODE_ADDRESS,
+        image_store=realnode.cache_dir() / "containerd",
     )
 
 

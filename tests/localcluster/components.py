@@ -57,6 +57,11 @@ class Layout:
     # containerd's shims need a short unix-socket path (108 bytes with a 64-character name).
     shim_socket_dir: Path = Path("/run/trainkube-shims")
     cgroup_name: str = "trainkube"
+    # containerd's root (images, snapshots, its metadata): None keeps it with the node's state;
+    # `cluster.default_layout` puts it in the cache, so a loaded image outlives `down` and the
+    # next `up` does not unpack gigabytes again (containers of an old node are the new
+    # kubelet's to clean up, as after a reboot).
+    image_store: Path | None = None
 
     @property
     def pki_dir(self) -> Path:
@@ -78,6 +83,10 @@ class Layout:
     def node_dir(self) -> Path:
         """The real node's files: configs, containerd, kubelet, CNI state, pod logs."""
         return self.state_dir / "node"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.image_store or self.node_dir / "containerd" / "root"
 
     @property
     def containerd_socket(self) -> Path:

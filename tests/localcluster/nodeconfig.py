@@ -51,7 +51,7 @@ def containerd_config(layout: Layout, bin_dir: Path) -> str:
     runtime = "plugins.'io.containerd.cri.v1.runtime'"
     lines = [
         "version = 3",
-        f"root = {_toml(node / 'containerd' / 'root')}",
+        f"root = {_toml(layout.containerd_root)}",
         f"state = {_toml(node / 'containerd' / 'state')}",
         f"temp = {_toml(node / 'containerd' / 'tmp')}",
         "imports = []",

@@ -27,6 +27,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -207,7 +208,8 @@ class Provisioner:
         while True:
             try:
                 self.sync()
-            except (ApiException, OSError) as error:
+            except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
+                # The apiserver restarting (a test does that) is no reason to stop.
                 log.warning("sync failed: %s", error)
             time.sleep(0.5)
 

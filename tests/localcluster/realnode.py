@@ -38,10 +38,14 @@ CONTAINERD_NAMESPACE = "k8s.io"
 PROBE_IMAGE = "trainkube.local/probe:1"
 
 
+def cache_dir() -> Path:
+    """The cache outside the repository: built binaries, images, the node's image store."""
+    return Path(os.environ.get("TRAINKUBE_CACHE_DIR", str(Path.home() / ".cache" / "trainkube")))
+
+
 def cache_bin_dir() -> Path:
     """Where build-bins.sh links the current binaries (no build: `down` needs none)."""
-    cache = os.environ.get("TRAINKUBE_CACHE_DIR", str(Path.home() / ".cache" / "trainkube"))
-    return Path(cache) / "bin" / "current"
+    return cache_dir() / "bin" / "current"
 
 
 def install_host_packages() -> None:
@@ -174,7 +178,8 @@ def _present_config_digest(layout: Layout, bin_dir: Path, name: str) -> str | No
 
 
 # Every archive this process loaded (in order), so that whoever restarts the cluster (a test
-# of `down`, say) can load them again: containerd starts empty.
+# of `down`, say) can load them again where containerd starts empty (a layout without an
+# image store in the cache).
 _IMPORTED: list[Path] = []
 
 
