@@ -44,6 +44,7 @@ demo: setup bins images
 # Regenerate crds/ from the API models (a unit test fails when they drift).
 crds: setup
 	$(VENV)/bin/trainkube crds --output-dir crds
+	bash tests/charts/sync-crds.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .
