@@ -165,7 +165,11 @@ def test_a_worker_killed_mid_training_resumes_from_the_newest_checkpoint(
     wait_for(checkpointed, timeout_s=180, interval_s=0.5)
     killed_at = int(_job(api_client, namespace, "killed")["status"]["progress"]["step"])
     victim = _attempt_pods(api_client, namespace, "killed", 1)[1]
-    client.CoreV1Api(api_client).delete_namespaced_pod(victim.metadata.name, namespace)
+    # Killed, not stopped: no grace period, as when a node or a process dies.
+    client.CoreV1Api(api_client).delete_namespaced_pod(
+        victim.metadata.name, namespace, grace_period_seconds=0
+    )
+    assert killed_at < 600
     done = _finished(api_client, namespace, "killed")
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     assert [a["number"] for a in done["attempts"]] == [1, 2]
