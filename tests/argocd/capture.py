@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 
 import trainkube
 from tests.cluster.conftest import OperatorProcess, apply_manifests
+from tests.cluster.test_operator import _training_job
 from tests.localcluster import nodes
 from tests.localcluster.cluster import LocalCluster, stop_helpers
 from trainkube.api.evaljob import Gate
@@ -67,27 +68,11 @@ SHAPE = {
 
 
 def pretraining(name: str, **spec: Any) -> dict[str, Any]:
-    """An LLMTrainingJob from scratch on 2 x 8 GPUs (a GPT-2-small shape), 600 steps."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "LLMTrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {
-                "architecture": {
-                    "layers": 12,
-                    "hiddenSize": 768,
-                    "heads": 12,
-                    "vocabSize": 32000,
-                    "contextLength": 2048,
-                }
-            },
-            "data": {"builtin": "tiny-stories", "sequenceLength": 2048},
-            "training": {"maxSteps": 600, "globalBatchSize": 64, "learningRate": 3e-4},
-            "resources": {"nodes": 2, "gpusPerNode": 8, "gpuMemory": "80Gi"},
-            **spec,
-        },
-    }
+    """An LLMTrainingJob from scratch on 2 x 8 GPUs (the cluster tests' GPT-2-small job), 600
+    steps."""
+    manifest = _training_job(name, nodes_=2, gpus=8, **spec)
+    manifest["spec"]["training"]["maxSteps"] = 600
+    return manifest
 
 
 def fine_tune(name: str, **spec: Any) -> dict[str, Any]:
