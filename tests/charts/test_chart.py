@@ -34,8 +34,7 @@ CHILD_RULES = {
         for verb in ("create", "patch")
     ),
     *(("", "persistentvolumeclaims", verb) for verb in ("get", "create", "patch")),
-    ("", "secrets", "get"),
-    ("", "events", "create"),
+    *(("", "events", verb) for verb in ("list", "watch", "create")),
 }
 OPERATOR_RULES = JOB_RULES | CHILD_RULES
 

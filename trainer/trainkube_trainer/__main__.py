@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig, Task
+from trainkube_trainer import secrets
 from trainkube_trainer.exitcodes import DivergedError
 from trainkube_trainer.reporting import Reporter, log, sink_for
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    secrets.install()  # no Secret value this process reads reaches its log
     try:
         config = RunConfig.load(args.config)
     except (OSError, ValueError, ValidationError) as error:

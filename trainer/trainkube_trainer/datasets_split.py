@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from trainkube.runconfig import DataRef, ModelRef
+from trainkube_trainer import secrets
 from trainkube_trainer.data.source import load_records
 from trainkube_trainer.data.tokenize import pack_text, prompt_response
 
@@ -27,7 +27,7 @@ def train_and_validation(
     data: DataRef, tokenizer: PreTrainedTokenizerBase, *, seed: int, model: ModelRef
 ) -> tuple[Sequences, Sequences]:
     """Records shuffled with `seed`, the first `validationFraction` held out, then tokenised."""
-    token = Path(model.token_file).read_text().strip() if model.token_file else None
+    token = secrets.read(model.token_file) if model.token_file else None
     records = load_records(data, token=token)
     random.Random(seed).shuffle(records)
     held_out = int(len(records) * data.validation_fraction)

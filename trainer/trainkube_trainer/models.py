@@ -23,6 +23,7 @@ from transformers import (
 from trainkube.api.model import Architecture, ArchitectureFamily
 from trainkube.planner.shape import default_intermediate
 from trainkube.runconfig import ModelRef
+from trainkube_trainer import secrets
 from trainkube_trainer.tokenizer import byte_tokenizer
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -39,7 +40,7 @@ class ModelError(ValueError):
 
 
 def _token(ref: ModelRef) -> str | None:
-    return Path(ref.token_file).read_text().strip() if ref.token_file else None
+    return secrets.read(ref.token_file) if ref.token_file else None
 
 
 def config_for(architecture: Architecture, *, tokenizer: PreTrainedTokenizerBase) -> Any:

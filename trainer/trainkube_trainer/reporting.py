@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainkube import timestamps
+from trainkube_trainer import secrets
 
 now = timestamps.now
 
@@ -26,7 +27,7 @@ now = timestamps.now
 def _write_atomically(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, sort_keys=True))
+    temporary.write_text(secrets.redact(json.dumps(data, sort_keys=True)))
     os.replace(temporary, path)
 
 
@@ -50,7 +51,10 @@ class ConfigMapSink:
         self.name, self.namespace = name, namespace
 
     def send(self, documents: dict[str, dict[str, Any]]) -> None:
-        data = {key: json.dumps(value, sort_keys=True) for key, value in documents.items()}
+        data = {
+            key: secrets.redact(json.dumps(value, sort_keys=True))
+            for key, value in documents.items()
+        }
         try:
             self.api.patch_namespaced_config_map(self.name, self.namespace, {"data": data})
         except Exception as error:
@@ -125,6 +129,6 @@ class Reporter:
         if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
             summary = {k: result[k] for k in ("outcome", "exitCode", "step", "loss") if k in result}
             with contextlib.suppress(OSError):
-                TERMINATION_LOG.write_text(json.dumps(summary))
+                TERMINATION_LOG.write_text(secrets.redact(json.dumps(summary)))
         log("result", outcome=outcome, exit_code=exit_code, **fields)
         sys.stdout.flush()

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from trainkube.api.tracking import WandbMode
 from trainkube.runconfig import RunConfig
+from trainkube_trainer import secrets
 from trainkube_trainer.distributed import DistEnv
 
 
@@ -22,7 +23,7 @@ def start(config: RunConfig, env: DistEnv) -> Any:
         "online" if tracking.mode is WandbMode.ONLINE else "offline"
     )
     if tracking.api_key_file and Path(tracking.api_key_file).exists():
-        os.environ["WANDB_API_KEY"] = Path(tracking.api_key_file).read_text().strip()
+        os.environ["WANDB_API_KEY"] = secrets.read(tracking.api_key_file)
     elif mode == "online":
         mode = "offline"
     return wandb.init(

@@ -94,12 +94,11 @@ by server-side apply (a PATCH that creates what is missing: patch and create).
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "create", "patch"]
-# Secrets the pods need: read for their key names only (observe.py missing_inputs).
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
-# The jobs' Events (events.py post_event; kopf posts none).
+# No Secret is read: a missing Secret or key shows in the kubelet's FailedMount warning.
+# Events: the jobs' own (events.py post_event; kopf posts none), and two informers of Warning
+# events, the Job controller's FailedCreate and the kubelet's FailedMount (cache.py), which say
+# why workers cannot be created or started.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["list", "watch", "create"]
 {{- end }}

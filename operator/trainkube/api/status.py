@@ -44,6 +44,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_UNAVAILABLE = "ImageUnavailable"
     CONTAINER_CANNOT_START = "ContainerCannotStart"
+    PODS_REJECTED = "PodsRejected"
     COMPLETED = "Completed"
     GATES_FAILED = "GatesFailed"
     WORKER_FAILED = "WorkerFailed"

@@ -97,8 +97,20 @@ class PodTemplate(ApiModel):
     service_account_name: str | None = Field(
         default=None,
         description="service account the worker pods run as; the operator's per-job account "
-        "when unset.",
+        "when unset. The job's report Role is bound to it too, so progress still reaches status.",
         max_length=253,
+    )
+    security_context: Annotated[
+        dict[str, Any] | None,
+        Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}),
+    ] = Field(
+        default=None,
+        description="fields of the trainer container's securityContext, merged over the "
+        "defaults that pass the restricted Pod Security Standard (no privilege escalation, all "
+        "capabilities dropped, non-root, RuntimeDefault seccomp). Loosen only where hardware "
+        "needs it, e.g. {capabilities: {add: [IPC_LOCK]}} for RDMA: the namespace must then "
+        "allow it (pod-security.kubernetes.io/enforce: privileged), or no worker pod is created "
+        "and the job's Running condition says why.",
     )
     env: list[EnvVar] = Field(
         default_factory=list, description="extra environment variables.", max_length=256

@@ -1,7 +1,13 @@
 """The operator's picture of the cluster: one informer per kind of object it reads (the three
 job kinds, and the batch Jobs, Pods and report ConfigMaps it owns, selected by label), in every
 namespace it watches. Children are indexed by the job that owns them (namespace, kind, job
-label), so a reconcile finds them without a scan."""
+label), so a reconcile finds them without a scan.
+
+Two more informers hold the only Warning events that say why workers do not exist or cannot
+start where no pod status does: the Job controller's `FailedCreate` (a pod the namespace's Pod
+Security level, a quota or a LimitRange rejects) and the kubelet's `FailedMount` (a Secret or
+key that is missing). They are selected by reason and kind on the server, indexed by the object
+they are about, and each one wakes the job that owns that object."""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from trainkube.controller.informer import Handler, Informer, Object, Source
 WORKERS_SELECTOR = f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY},{naming.COMPONENT_LABEL}=worker"
 REPORTS_SELECTOR = f"{naming.REPORT_LABEL}=true"
 ALL = ""  # the informer of a cluster-wide watch
+# (reason, kind of the object it is about) of the Warning events the operator reads.
+WARNINGS = (("FailedCreate", "Job"), ("FailedMount", "Pod"))
 
 
 def _bound(cluster_wide: Callable[..., Any], namespaced: Callable[..., Any], namespace: str) -> Any:
@@ -37,6 +45,7 @@ class Cache:
     ) -> None:
         scopes = namespaces or [ALL]
         self.on_own_write = on_own_write
+        self._on_child = on_child
         core, batch, custom = clients.core, clients.batch, clients.custom
         owner = naming.owner_key
         self.jobs: dict[str, dict[str, Informer]] = {}
@@ -90,9 +99,26 @@ class Cache:
             "ConfigMap",
             REPORTS_SELECTOR,
         )
+        self._warnings = [
+            {
+                ns: Informer(
+                    Source(
+                        _bound(core.list_event_for_all_namespaces, core.list_namespaced_event, ns),
+                        "v1",
+                        "Event",
+                        field_selector=f"type=Warning,reason={reason},involvedObject.kind={kind}",
+                    ),
+                    self._on_warning,
+                    index=_about,
+                )
+                for ns in scopes
+            }
+            for reason, kind in WARNINGS
+        ]
 
     def informers(self) -> Iterator[Informer]:
-        for group in (*self.jobs.values(), self._batch_jobs, self._pods, self._reports):
+        groups = (*self.jobs.values(), self._batch_jobs, self._pods, self._reports)
+        for group in (*groups, *self._warnings):
             yield from group.values()
 
     def start(self, stop: threading.Event) -> None:
@@ -155,6 +181,33 @@ class Cache:
         found = self._owned(self._reports, namespace, kind, name)
         return found[0] if found else None
 
+    def warnings(self, child: Object) -> list[Object]:
+        """The Warning events the cache holds about `child` (this very object: same uid)."""
+        meta = child["metadata"]
+        key = (meta.get("namespace") or "", child.get("kind", ""), meta["name"])
+        found = []
+        for group in self._warnings:
+            informer = self._in(group, key[0])
+            if informer is not None:
+                found += [
+                    event
+                    for event in informer.by_index(key)
+                    if (event.get("involvedObject") or {}).get("uid") == meta.get("uid")
+                ]
+        return found
+
+    def _on_warning(self, event: str, old: Object | None, new: Object | None) -> None:
+        """A Warning event about a batch Job or Pod: that child's owner looks again."""
+        about = _about(new or old or {})
+        if about is None or event == "DELETED":
+            return
+        namespace, kind, name = about
+        group = self._batch_jobs if kind == "Job" else self._pods
+        informer = self._in(group, namespace)
+        child = informer.get(namespace, name) if informer else None
+        if child is not None:
+            self._on_child(event, None, child)
+
     def put_batch_job(self, job: Object) -> None:
         informer = self._in(self._batch_jobs, job["metadata"]["namespace"])
         if informer is not None:
@@ -165,6 +218,14 @@ def attempt_of(obj: Object) -> int:
     """The attempt number a child is labelled with (0 when none)."""
     text = ((obj.get("metadata") or {}).get("labels") or {}).get(naming.ATTEMPT_LABEL, "0")
     return int(text) if text.isdigit() else 0
+
+
+def _about(event: Object) -> tuple[str, str, str] | None:
+    """(namespace, kind, name) of the object an Event is about."""
+    involved = event.get("involvedObject") or {}
+    if not involved.get("name"):
+        return None
+    return involved.get("namespace") or "", involved.get("kind") or "", involved["name"]
 
 
 def _namespaced_custom(custom: Any, plural: str, namespace: str, **kwargs: Any) -> Any:

@@ -32,6 +32,17 @@ POD_SECURITY = {
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def merged(base: dict[str, Any], over: dict[str, Any] | None) -> dict[str, Any]:
+    """`base` with `over` laid on top: nested mappings merge, anything else is replaced."""
+    result = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
 def _ids(body: dict[str, Any]) -> tuple[str, str]:
     """The job's kind and name, which every child name and label carries."""
     return body["kind"], body["metadata"]["name"]
@@ -97,10 +108,16 @@ def report_config_map(body: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {}}
 
 
-def worker_rbac(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ServiceAccount for the workers and a Role that lets them write their report only."""
+def worker_rbac(body: dict[str, Any], template: PodTemplate) -> list[dict[str, Any]]:
+    """A ServiceAccount for the workers and a Role that lets them write their report only,
+    bound to that account and to the one the template names, if any (its pods report too)."""
     kind, job = _ids(body)
     account = naming.account_name(kind, job)
+    namespace = body["metadata"]["namespace"]
+    subjects = [
+        {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+        for name in dict.fromkeys([account, template.service_account_name or account])
+    ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(body, account, WORKER)},
         {
@@ -121,13 +138,7 @@ def worker_rbac(body: dict[str, Any]) -> list[dict[str, Any]]:
             "kind": "RoleBinding",
             "metadata": _meta(body, account, WORKER),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-            "subjects": [
-                {
-                    "kind": "ServiceAccount",
-                    "name": account,
-                    "namespace": body["metadata"]["namespace"],
-                }
-            ],
+            "subjects": subjects,
         },
     ]
 
@@ -258,7 +269,7 @@ def worker_job(
         "resources": _container_resources(resources),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "securityContext": merged(CONTAINER_SECURITY, template.security_context),
     }
     if template.image_pull_policy:
         container["imagePullPolicy"] = template.image_pull_policy

@@ -52,13 +52,14 @@ def _version(obj: Object | None) -> int:
 @dataclass(frozen=True)
 class Source:
     """What an informer lists and watches: a kubernetes client list call (cluster-wide, or bound
-    to one namespace) and the label selector that narrows it; items get `api_version`/`kind`,
-    which list responses leave out."""
+    to one namespace) and the label and field selectors that narrow it; items get
+    `api_version`/`kind`, which list responses leave out."""
 
     list_call: Callable[..., Any]
     api_version: str
     kind: str
     label_selector: str | None = None
+    field_selector: str | None = None
 
 
 class Informer:
@@ -142,6 +143,8 @@ class Informer:
     def _call(self, **kwargs: Any) -> Any:
         if self.source.label_selector:
             kwargs["label_selector"] = self.source.label_selector
+        if self.source.field_selector:
+            kwargs["field_selector"] = self.source.field_selector
         return self.source.list_call(_preload_content=False, **kwargs)
 
     def _list(self) -> str:

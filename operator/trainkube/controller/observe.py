@@ -3,8 +3,8 @@
 The job and the jobs it builds on, its plan (with any out-of-memory escalation), the run config
 its next attempt would get, the latest attempt's batch Job and pods, and the trainer's report.
 Only what no cache holds is read from the apiserver, and only while a job waits to start: that
-the Secrets and claims its pods mount exist (Secrets are not watched: the operator reads none
-it does not need).
+the claims its pods mount exist. Secrets are never read (the operator may not): a missing Secret
+or key shows in the kubelet's FailedMount warning about a worker, which the cache holds.
 """
 
 from __future__ import annotations
@@ -185,21 +185,7 @@ def _created_claim(job: runspec.Job) -> str | None:
 def missing_inputs(
     clients: Clients, namespace: str, spec: runspec.WorkerSpec, created: str | None
 ) -> tuple[Reason, str] | None:
-    """The first Secret or claim the pods need that does not exist, as (reason, message). A
-    Secret is read only for its key names (never logged, never copied)."""
-    for secret, key in sorted(spec.secrets.items()):
-        try:
-            found = clients.core.read_namespaced_secret(secret, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            return (
-                Reason.SECRET_NOT_FOUND,
-                f"Secret {secret!r} (key {key!r}) does not exist in namespace {namespace}: "
-                "create it; the job starts when it exists",
-            )
-        if key not in (found.data or {}):
-            return (Reason.SECRET_NOT_FOUND, f"Secret {secret!r} has no key {key!r}: add it")
+    """The first claim the pods need that does not exist, as (reason, message)."""
     for claim in sorted({c.claim for c in spec.claims} - {created}):
         try:
             clients.core.read_namespaced_persistent_volume_claim(claim, namespace)
@@ -267,6 +253,11 @@ def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
         suspend=job.spec.suspend,
         attempt_job=attempt_job,
         pods=pods,
+        warnings=[
+            w
+            for child in ([attempt_job] if attempt_job else []) + pods
+            for w in cache.warnings(child)
+        ],
         existing_attempts=_undeleted_attempts(attempt_jobs.values(), all_pods),
         pods_alive=sum(1 for p in all_pods if workers.alive(p)),
         report=report,

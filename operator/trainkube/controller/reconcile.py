@@ -158,7 +158,7 @@ def _create_attempt(ctx: Context, seen: Seen, decision: Decision, number: int) -
     manifests = [
         children.service(body),
         children.report_config_map(body),
-        *children.worker_rbac(body),
+        *children.worker_rbac(body, job.spec.template),
         children.run_config_map(body, attempt=number, spec=spec, resources=job.spec.resources),
     ]
     claim = children.checkpoint_claim(body, job)

@@ -52,6 +52,9 @@ class Observed:
     # The batch Job of the latest attempt in status (None: not created yet, or gone) and its pods.
     attempt_job: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    # Warning events about that batch Job and its pods (the Job controller's FailedCreate, the
+    # kubelet's FailedMount).
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     # Numbers of every attempt whose batch Job or pods exist, and how many pods may still run.
     existing_attempts: tuple[int, ...] = ()
     pods_alive: int = 0
@@ -351,7 +354,7 @@ def _follow_attempt(step: _Step) -> Decision:
             resumed = f"rollback done: training resumed in attempt {last.number}"
             step.conds.mark(ConditionType.ROLLING_BACK, False, Reason.RESUMED, resumed)
         return step.decide(Phase.RUNNING, keep=last.number)
-    stuck = workers.blocked(observed.pods)
+    stuck = workers.blocked(observed.pods, observed.warnings, observed.nodes)
     if stuck is not None:
         reason, why = stuck
         step.conds.mark(ConditionType.RUNNING, False, reason, f"{text}: {why}", warn=True)

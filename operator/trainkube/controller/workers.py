@@ -3,6 +3,7 @@ trainer chose), how many workers run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from trainkube.api.status import Reason
@@ -93,12 +94,75 @@ def _index(pod: dict[str, Any]) -> str:
     return str(annotations.get("batch.kubernetes.io/job-completion-index", "?"))
 
 
-def blocked(pods: list[dict[str, Any]]) -> tuple[Reason, str] | None:
-    """Why workers of an attempt cannot start, as the scheduler or kubelet says, or None.
+def blocked(
+    pods: list[dict[str, Any]], warnings: Sequence[dict[str, Any]] = (), nodes: int = 0
+) -> tuple[Reason, str] | None:
+    """Why workers of an attempt cannot start, as the scheduler, kubelet or Job controller
+    says, or None. `warnings` are the Warning events about the attempt's batch Job and pods.
 
     The first blocked worker by name speaks for all: an image that is missing or a pod that fits
     no node is usually the same for every worker of one attempt.
     """
+    return _pod_blocked(pods) or _not_mounted(pods, warnings) or _not_created(pods, warnings, nodes)
+
+
+def _latest(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def _not_mounted(
+    pods: list[dict[str, Any]], warnings: Sequence[dict[str, Any]]
+) -> tuple[Reason, str] | None:
+    """A pending worker whose volumes the kubelet cannot mount (FailedMount): a missing Secret
+    or key, said in the kubelet's words, which name the Secret and key but hold no value."""
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if phase(pod) != "Pending":
+            continue
+        uid = pod["metadata"].get("uid")
+        found = [
+            w
+            for w in warnings
+            if w.get("reason") == "FailedMount"
+            and (w.get("involvedObject") or {}).get("uid") == uid
+        ]
+        if not found:
+            continue
+        detail = (_latest(found).get("message") or "").strip()[:500]
+        who = f"worker {_index(pod)} ({pod['metadata']['name']})"
+        if "secret" in detail.lower():
+            return (
+                Reason.SECRET_NOT_FOUND,
+                f"{who} cannot mount a Secret: {detail}: create the Secret (or add the key) "
+                "that the job's spec names; the workers start once it exists",
+            )
+        return Reason.CONTAINER_CANNOT_START, f"{who} cannot mount a volume: {detail}"
+    return None
+
+
+def _not_created(
+    pods: list[dict[str, Any]], warnings: Sequence[dict[str, Any]], nodes: int
+) -> tuple[Reason, str] | None:
+    """Workers the Job controller cannot create (FailedCreate): the namespace's Pod Security
+    level, a ResourceQuota or a LimitRange rejects the pod."""
+    if sum(1 for p in pods if alive(p)) >= nodes:
+        return None
+    found = [w for w in warnings if w.get("reason") == "FailedCreate"]
+    if not found:
+        return None
+    detail = (_latest(found).get("message") or "").strip()[:500]
+    text = f"the worker pods cannot be created: {detail}"
+    if "PodSecurity" in detail:
+        text += (
+            " (the namespace's pod-security.kubernetes.io/enforce level forbids what "
+            "spec.template.securityContext adds: remove it, or run the job in a namespace whose "
+            "level allows it)"
+        )
+    elif "quota" in detail.lower():
+        text += " (free or raise the namespace's ResourceQuota; the Job controller retries)"
+    return Reason.PODS_REJECTED, text
+
+
+def _pod_blocked(pods: list[dict[str, Any]]) -> tuple[Reason, str] | None:
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         if not alive(pod):
             continue
