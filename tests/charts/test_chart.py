@@ -11,32 +11,20 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.charts import api_calls
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "trainkube"
 RELEASE, NAMESPACE = "tk", "trainkube-system"
 KINDS = ("LLMTrainingJob", "FineTuneJob", "EvalJob")
 PLURALS = ("llmtrainingjobs", "finetunejobs", "evaljobs")
 
-# What the operator calls (operator/trainkube/controller), as (apiGroup, resource, verbs). A
-# change to this list must be deliberate: the chart's README says which line needs each.
-JOB_RULES = {
-    ("trainkube.io", plural, verb) for plural in PLURALS for verb in ("list", "watch", "delete")
-} | {("trainkube.io", f"{plural}/status", "update") for plural in PLURALS}
-CHILD_RULES = {
-    ("batch", "jobs", verb) for verb in ("list", "watch", "create", "patch", "delete")
-} | {
-    *(("", "pods", verb) for verb in ("list", "watch", "deletecollection")),
-    *(("", "configmaps", v) for v in ("list", "watch", "get", "create", "patch", "update")),
-    *(("", res, verb) for res in ("services", "serviceaccounts") for verb in ("create", "patch")),
-    *(
-        ("rbac.authorization.k8s.io", res, verb)
-        for res in ("roles", "rolebindings")
-        for verb in ("create", "patch")
-    ),
-    *(("", "persistentvolumeclaims", verb) for verb in ("get", "create", "patch")),
-    *(("", "events", verb) for verb in ("list", "watch", "create")),
-}
-OPERATOR_RULES = JOB_RULES | CHILD_RULES
+# What the operator's code needs (tests/charts/api_calls.py reads it from operator/trainkube):
+# the leader election's Lease rules live in their own Role in the release namespace, the rest
+# in the ClusterRole (or each watched namespace's Role).
+NEEDED = api_calls.needed()
+LEASES = {rule for rule in NEEDED if rule[1] == "leases"}
+OPERATOR_RULES = NEEDED - LEASES
 
 
 @pytest.fixture(scope="session")
@@ -173,6 +161,25 @@ def test_a_single_replica_has_no_pod_disruption_budget(helm: str) -> None:
     assert of_kind(render(helm, "--set", "replicas=1"), "PodDisruptionBudget") == []
 
 
+def test_the_rules_read_from_the_code_name_each_call_by_group_resource_and_verb() -> None:
+    assert api_calls.method_rules("read_namespaced_persistent_volume_claim") == {
+        ("", "persistentvolumeclaims", "get")
+    }
+    assert api_calls.method_rules("list_event_for_all_namespaces") == {
+        ("", "events", "list"),
+        ("", "events", "watch"),
+    }
+    assert api_calls.method_rules("delete_collection_namespaced_pod") == {
+        ("", "pods", "deletecollection")
+    }
+    assert ("trainkube.io", "evaljobs/status", "update") in api_calls.method_rules(
+        "replace_namespaced_custom_object_status"
+    )
+    assert api_calls.method_rules("apply") == set()
+    # The operator reads no Secret, and its code says so.
+    assert not {rule for rule in NEEDED if rule[1] == "secrets"}
+
+
 def test_cluster_role_rules_are_exactly_what_the_operator_calls(helm: str) -> None:
     objects = render(helm)
     role = one(objects, "ClusterRole")
@@ -194,6 +201,7 @@ def test_leader_election_may_touch_only_its_lease_in_the_release_namespace(helm:
     objects = render(helm)
     (role,) = of_kind(objects, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
+    assert flat_rules(role["rules"]) == LEASES
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
