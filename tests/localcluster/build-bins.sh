@@ -66,6 +66,8 @@ coredns_dir="$(build_module coredns github.com/coredns/coredns)"
 ldflags=""
 pause_dir="$(build_module pause trainkube.local/localcluster/pause)"
 probe_dir="$(build_module probe trainkube.local/localcluster/probe)"
+# helm, for the chart's tests and installs (its own script: it also sets helm's version ldflags).
+helm_binary="$(bash "$here/../charts/build-helm.sh")"
 
 # One directory of links so callers need a single PATH entry.
 bin="$cache/bin/current"
@@ -78,6 +80,7 @@ for b in containerd containerd-shim-runc-v2 ctr; do ln -sfn "$containerd_dir/$b"
 ln -sfn "$coredns_dir/coredns" "$bin/coredns"
 ln -sfn "$pause_dir/pause" "$bin/pause"
 ln -sfn "$probe_dir/probe" "$bin/probe"
+ln -sfn "$helm_binary" "$bin/helm"
 # containerd looks its shim up on PATH, and the CNI plugins are one folder of their own.
 ln -sfn "$cni_dir" "$bin/cni"
 echo "$bin"
