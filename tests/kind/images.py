@@ -1,0 +1,66 @@
+"""trainkube's images in the kind nodes, from the archives images/build.sh writes.
+
+`kind load image-archive` keeps each image twice in every node: the layers in containerd's
+content store and their unpacked snapshot. The trainer image is 5.85 GB, so that would be
+about 23 GB for two workers. Imported here with `ctr images import --discard-unpacked-layers`,
+the layers go once unpacked, so each worker holds about the image's size. Only the workers
+get the images: the control plane is tainted against trainkube's pods.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.kind.cluster import KindCluster, KindError
+from tests.kind.settings import REPO_ROOT
+
+IMPORT = ["ctr", "--namespace=k8s.io", "images", "import", "--discard-unpacked-layers"]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    node: str
+    archive: Path
+    seconds: float
+
+
+def build_images(images: str = "operator trainer-cpu") -> list[Path]:
+    """images/build.sh (cached): the archives of the operator and the CPU trainer."""
+    result = subprocess.run(
+        ["bash", "images/build.sh", *images.split()],
+        stdout=subprocess.PIPE,
+        stderr=sys.stderr,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    if result.returncode != 0:
+        raise KindError("images/build.sh failed (see its output above)")
+    return [Path(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def load_one(cluster: KindCluster, node: str, archive: Path) -> Loaded:
+    start = time.monotonic()
+    with archive.open("rb") as stream:
+        result = subprocess.run(
+            [cluster.settings.runtime, "exec", "-i", node, *IMPORT, "-"],
+            stdin=stream,
+            capture_output=True,
+            env=cluster.settings.env(),
+            check=False,
+        )
+    if result.returncode != 0:
+        raise KindError(f"loading {archive} into {node} failed: {result.stderr.decode()[-800:]}")
+    return Loaded(node, archive, time.monotonic() - start)
+
+
+def load(cluster: KindCluster, archives: list[Path], nodes: list[str]) -> list[Loaded]:
+    """Load every archive into every node, the nodes at the same time."""
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        per_node = pool.map(lambda n: [load_one(cluster, n, a) for a in archives], nodes)
+        return [loaded for node in per_node for loaded in node]
