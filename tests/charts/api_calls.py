@@ -7,8 +7,9 @@ Three sources, all in `operator/trainkube`:
   `persistentvolumeclaims`, `list_event_for_all_namespaces` is `list` and `watch` on `events`
   (a list call is only ever an informer's, which watches what it lists), the custom-object calls
   act on the three kinds (`trainkube.io`) and `..._status` on their status;
-- every child the operator server-side applies (`Clients.apply`), as the `apiVersion`/`kind`
-  literals in children.py: an apply is a PATCH that creates what is missing (`create`, `patch`);
+- every object the operator server-side applies (`Clients.apply`), as the `apiVersion`/`kind`
+  literals in the modules that build them (children.py, outputs.py): an apply is a PATCH that
+  creates what is missing (`create`, `patch`);
 - the rules of the Role the operator gives the workers: RBAC lets it create a Role only with
   permissions it holds itself.
 """
@@ -24,7 +25,7 @@ from kubernetes import client
 
 from trainkube.api import GROUP, KINDS
 from trainkube.api.template import PodTemplate
-from trainkube.controller import children
+from trainkube.controller import children, outputs
 
 Rule = tuple[str, str, str]  # apiGroup, resource, verb
 
@@ -86,8 +87,14 @@ def _called_methods() -> set[str]:
 
 
 def _applied_kinds() -> set[tuple[str, str]]:
-    """(apiVersion, kind) of every child manifest literal in children.py."""
-    path = Path(children.__file__)
+    """(apiVersion, kind) of every manifest literal in the modules that build what is applied."""
+    found: set[tuple[str, str]] = set()
+    for path in (Path(children.__file__), Path(outputs.__file__)):
+        found |= _manifest_literals(path)
+    return found
+
+
+def _manifest_literals(path: Path) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if not isinstance(node, ast.Dict):

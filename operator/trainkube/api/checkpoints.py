@@ -4,14 +4,22 @@ existing claim, or one the operator creates). Restarts and rollbacks resume from
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import Field
 
 from trainkube.api.base import ApiModel, Quantity, Rule, memory, rules
 from trainkube.api.refs import VolumePath
 
 
+class WhenJobDeleted(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
 class NewVolume(ApiModel):
-    """A PersistentVolumeClaim the operator creates for the job (and deletes with it)."""
+    """A PersistentVolumeClaim the operator creates for the job's checkpoints (and, by default,
+    its output), kept when the job is deleted unless whenJobDeleted says Delete."""
 
     size: Quantity = Field(
         description="requested size, with a unit, e.g. '500Gi'; at least 1Gi.",
@@ -25,6 +33,12 @@ class NewVolume(ApiModel):
         description="access mode; every worker writes its shard, so multi-node jobs need "
         "ReadWriteMany.",
         pattern=r"^(ReadWriteOnce|ReadWriteMany|ReadWriteOncePod)$",
+    )
+    when_job_deleted: WhenJobDeleted = Field(
+        default=WhenJobDeleted.RETAIN,
+        description="what happens to the claim, and the checkpoints and model in it, when the "
+        "job is deleted (by hand or by ttlSecondsAfterFinished): Retain keeps it (delete it "
+        "yourself with kubectl delete pvc when done), Delete deletes it with the job.",
     )
 
 

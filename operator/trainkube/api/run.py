@@ -32,7 +32,9 @@ class RunControl(ApiModel):
     )
     ttl_seconds_after_finished: int | None = Field(
         default=None,
-        description="delete the job this long after it succeeded or failed; never when unset.",
+        description="delete the job this long after it succeeded or failed; never when unset. "
+        "Only the job object goes: its claims are kept unless createVolume.whenJobDeleted is "
+        "Delete, and jobs that build on it still find its output.",
         ge=0,
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from trainkube.api.checkpoints import WhenJobDeleted
 from trainkube.api.resources import Resources
 from trainkube.api.template import PodTemplate
 from trainkube.controller import layout, naming
@@ -144,7 +145,8 @@ def worker_rbac(body: dict[str, Any], template: PodTemplate) -> list[dict[str, A
 
 
 def checkpoint_claim(body: dict[str, Any], job: Job) -> dict[str, Any] | None:
-    """The PersistentVolumeClaim for checkpoints, when the spec asks for one to be created."""
+    """The PersistentVolumeClaim for checkpoints, when the spec asks for one to be created;
+    owned by the job (deleted with it) only when whenJobDeleted says Delete."""
     checkpoints = getattr(job.spec, "checkpoints", None)
     if checkpoints is None or checkpoints.create_volume is None:
         return None
@@ -155,13 +157,12 @@ def checkpoint_claim(body: dict[str, Any], job: Job) -> dict[str, Any] | None:
     }
     if volume.storage_class_name:
         spec["storageClassName"] = volume.storage_class_name
-    name = naming.checkpoint_claim_name(*_ids(body))
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": _meta(body, name, "checkpoints"),
-        "spec": spec,
-    }
+    meta = _meta(body, naming.checkpoint_claim_name(*_ids(body)), "checkpoints")
+    if volume.when_job_deleted is WhenJobDeleted.RETAIN:
+        # Not owned: the claim, and the model in it, outlive the job. Applying it without the
+        # reference also drops one an older operator set.
+        del meta["ownerReferences"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
 def _threads(cpus: str) -> int:

@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping
 
 ENABLE = "TRAINKUBE_ENABLE_TEST_HOOKS"
-POINTS = ("status-written", "attempt-deleted", "attempt-created")
+POINTS = ("output-recorded", "status-written", "attempt-deleted", "attempt-created")
 log = logging.getLogger("trainkube")
 
 

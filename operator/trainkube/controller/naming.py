@@ -19,6 +19,7 @@ KIND_LABEL = f"{GROUP}/kind"
 ATTEMPT_LABEL = f"{GROUP}/attempt"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 REPORT_LABEL = f"{GROUP}/report"
+OUTPUT_RECORD_LABEL = f"{GROUP}/output-record"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 SHORT_KINDS = {"LLMTrainingJob": "ltj", "FineTuneJob": "ftj", "EvalJob": "evj"}
 LABEL_LIMIT = 63
@@ -69,6 +70,10 @@ def account_name(kind: str, job: str) -> str:
 
 def checkpoint_claim_name(kind: str, job: str) -> str:
     return _child(kind, job, "checkpoints")
+
+
+def output_record_name(kind: str, job: str) -> str:
+    return _child(kind, job, "output")
 
 
 def selector(kind: str, job: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from trainkube.api.llmtrainingjob import LLMTrainingJob
 from trainkube.api.model import ModelSource
 from trainkube.api.refs import JobOutputRef
 from trainkube.api.status import ConditionType, JobStatus, Output, PlanEscalation, Reason
-from trainkube.controller import naming, runspec, workers
+from trainkube.controller import naming, outputs, runspec, workers
 from trainkube.controller.cache import Cache, attempt_of
 from trainkube.controller.clients import Clients
 from trainkube.controller.conditions import is_true
@@ -64,17 +64,29 @@ def parse(body: dict[str, Any]) -> tuple[runspec.Job, JobStatus]:
     return job, status_model.model_validate(body.get("status") or {})
 
 
-def _resolvers(cache: Cache, namespace: str) -> tuple[Any, Any]:
+def _resolvers(cache: Cache, clients: Clients, namespace: str) -> tuple[Any, Any]:
     """Look-ups of other jobs, from the cache: their model source (the planner needs its
-    shape) and their output (the run config mounts it)."""
+    shape) and their output (the run config mounts it). A job that is gone is looked up in its
+    output record (outputs.py), read from the apiserver: only consumers of deleted jobs do."""
 
     def job_of(ref: JobOutputRef) -> dict[str, Any] | None:
         return cache.job(ref.kind.value, namespace, ref.name)
 
+    def record_of(ref: JobOutputRef) -> outputs.Record | None:
+        name = naming.output_record_name(ref.kind.value, ref.name)
+        try:
+            found = clients.core.read_namespaced_config_map(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            return None
+        return outputs.parse(found.data)
+
     def source(ref: JobOutputRef) -> ModelSource | None:
         found = job_of(ref)
         if found is None:
-            return None
+            kept = record_of(ref)
+            return kept.source if kept else None
         parsed = MODELS[ref.kind.value].model.model_validate(found)
         if isinstance(parsed, LLMTrainingJob):
             return parsed.spec.model
@@ -82,13 +94,30 @@ def _resolvers(cache: Cache, namespace: str) -> tuple[Any, Any]:
             return parsed.spec.base_model
         return None
 
-    def output(ref: JobOutputRef) -> Output | None:
-        found = job_of(ref)
-        if found is None:  # GitOps may create it a moment later: wait, and say so
+    def kept_output(ref: JobOutputRef) -> Output:
+        kept = record_of(ref)
+        if kept is None:  # GitOps may create it a moment later: wait, and say so
             raise runspec.InputNotReady(
                 f"waiting for {ref.kind} {ref.name!r}, which does not exist (yet) in namespace "
                 f"{namespace}"
             )
+        for claim in kept.claims():
+            try:
+                clients.core.read_namespaced_persistent_volume_claim(claim, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                raise InputFailed(
+                    f"{ref.kind} {ref.name!r} was deleted and the claim {claim!r} that held its "
+                    "output is gone too (createVolume.whenJobDeleted: Delete, or deleted by "
+                    "hand): point fromJob at another job, or the model at a volume that has it"
+                ) from None
+        return kept.output
+
+    def output(ref: JobOutputRef) -> Output | None:
+        found = job_of(ref)
+        if found is None:
+            return kept_output(ref)
         status = JobStatus.model_validate(found.get("status") or {})
         if is_true(status, ConditionType.FAILED):
             raise InputFailed(f"{ref.kind} {ref.name!r} failed, so its output will never exist")
@@ -219,7 +248,7 @@ def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
     job, current = parse(body)
     kind, name, namespace = body["kind"], body["metadata"]["name"], body["metadata"]["namespace"]
     training = not isinstance(job, EvalJob)
-    source, output = _resolvers(cache, namespace)
+    source, output = _resolvers(cache, clients, namespace)
     request, chosen, plan_error, waiting = _plan_for(job, current, source)
 
     last = current.attempts[-1] if current.attempts else None

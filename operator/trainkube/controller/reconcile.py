@@ -24,7 +24,7 @@ from trainkube import timestamps
 from trainkube.api import GROUP, VERSION
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.status import ConditionType, JobStatus, Phase, Reason
-from trainkube.controller import children, naming, runspec, workers
+from trainkube.controller import children, naming, outputs, runspec, workers
 from trainkube.controller.cache import Cache, attempt_of
 from trainkube.controller.clients import Clients
 from trainkube.controller.conditions import Conditions, is_finished
@@ -189,6 +189,8 @@ def act(ctx: Context, seen: Seen, decision: Decision) -> Result:
     # An attempt waits while a pod of another may still run (looked at again shortly).
     deferred = create is not None and _others_alive(ctx, body, create)
     acting = bool(decision.delete_attempts) or (create is not None and not deferred)
+    if changed:
+        _record_output(ctx, seen.body, seen.job, decision.status)
     # Also when only acting: the conditional write proves the job was not changed meanwhile
     # (a suspend landing during this reconcile must not be undone by acting on older spec).
     if (changed or acting) and not _write_status(ctx, body, decision.status):
@@ -253,6 +255,18 @@ def _api_message(error: Any) -> str:
         return str(error.reason)
 
 
+def _record_output(ctx: Context, body: dict[str, Any], job: runspec.Job, status: JobStatus) -> None:
+    """Before a status says Succeeded with an output, or before a succeeded job is deleted,
+    record where the output is in an object that outlives the job (outputs.py)."""
+    if status.phase != Phase.SUCCEEDED or status.output is None:
+        return
+    if not (status.output.model_path or status.output.adapter_path):
+        return
+    ctx.guard()
+    ctx.clients.apply(outputs.record(body, job, status.output))
+    ctx.crash.reached("output-recorded")
+
+
 def _finished(ctx: Context, body: dict[str, Any], job: runspec.Job, current: JobStatus) -> Result:
     """A finished job keeps its status; only observedGeneration follows spec edits, and
     ttlSecondsAfterFinished deletes it (the job, never what it wrote to volumes)."""
@@ -266,6 +280,7 @@ def _finished(ctx: Context, body: dict[str, Any], job: runspec.Job, current: Job
     left = finished + ttl - time.time()
     if left > 0:
         return Result(requeue_after=left)
+    _record_output(ctx, body, job, current)  # a job that succeeded before records existed
     ctx.guard()
     plural = MODELS[body["kind"]].plural
     try:
