@@ -396,6 +396,7 @@ def test_the_trainers_reports_reach_status_through_the_jobs_own_configmap(
         min_interval=0,
         sink=ConfigMapSink("talk-ltj-report", namespace, api_client=as_worker),
     )
+    reporter.state["attempt"] = 1  # as the trainer's main does: reports name their attempt
     reporter.progress(step=20, totalSteps=1000, loss=2.5, tokensPerSecond=1234.5)
     reporter.event("checkpoint", step=20, loss=2.5, path="step-20", bytes=1024, seconds=0.1)
 

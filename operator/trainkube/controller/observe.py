@@ -27,7 +27,7 @@ from trainkube.controller import naming, outputs, runspec, workers
 from trainkube.controller.cache import Cache, attempt_of
 from trainkube.controller.clients import Clients
 from trainkube.controller.conditions import is_true
-from trainkube.controller.report import parse_report
+from trainkube.controller.report import of_attempt, parse_report
 from trainkube.controller.status import Observed
 from trainkube.planner.escalate import escalate
 from trainkube.planner.from_spec import request_for
@@ -259,7 +259,7 @@ def observe(body: dict[str, Any], *, cache: Cache, clients: Clients) -> Seen:
     all_pods = cache.pods(namespace, kind, name)
     pods = [p for p in all_pods if attempt_of(p) == number]
     report_map = cache.report(namespace, kind, name)
-    report = parse_report((report_map or {}).get("data"))
+    report = of_attempt(parse_report((report_map or {}).get("data")), number)
 
     spec = None
     if plan_error is None and waiting is None:

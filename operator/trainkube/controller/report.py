@@ -85,3 +85,14 @@ def parse_report(data: dict[str, str] | None) -> dict[str, Any]:
         except ValueError:
             continue
     return parsed
+
+
+def of_attempt(report: dict[str, Any], attempt: int) -> dict[str, Any]:
+    """Only the documents the trainer of attempt `attempt` wrote. A worker of an ended attempt
+    may still write (a rank 0 finishing a save while its pod is deleted): what it says is about
+    a run that is over, and must not overwrite the current attempt's progress or checkpoints."""
+    return {
+        key: document
+        for key, document in report.items()
+        if isinstance(document, dict) and document.get("attempt") == attempt
+    }
