@@ -1,19 +1,24 @@
-"""Checkpoints: `step-N` folders on the shared volume, published atomically, with a manifest.
+"""Checkpoints: `step-N` folders on the shared volume, published atomically and durably, with a
+manifest of checksums that every rank helps to write and to verify.
 
-Every rank writes its DeepSpeed shards into `.step-N.partial`; then rank 0 writes
-`manifest.json` (step, loss, data position, world size, plan, sha256 and size of every file)
-and renames the folder to `step-N`, so a half-written checkpoint never looks like one. On
-resume the newest checkpoint whose manifest and checksums verify is used; the others are
-reported and skipped. Retention keeps the newest `keep_last` and every `keep_every`-th step.
+Saving (every rank): DeepSpeed writes the shards into `.step-N.partial`; each rank hashes the
+files it writes while writing them and fsyncs them and their folders (`shards`), then sends
+its digests to rank 0. Rank 0 checks that the ranks' files are exactly the folder's, writes
+`manifest.json` (step, loss, data position, world size, plan; name, sha256, size and writer
+of every file), fsyncs it and the folder, renames the folder to `step-N` and fsyncs the parent
+(`durable`). So a half-written checkpoint never looks like one, and a published one survives a
+crash of the machine. Retention keeps the newest `keep_last` and every `keep_every`-th step.
+
+Resuming (every rank): rank 0 lists the checkpoints and reads each manifest, newest first;
+each rank checks its share of the files against it (`manifest.assigned`: its own files, or a
+round-robin split when the world size changed), and all ranks gather every rank's verdict, so
+they agree: the first checkpoint no rank faults is used, the others are reported and skipped.
 A checkpoint written by a different number of ranks is converted to DeepSpeed's universal
 format once (`ds_universal/` inside it) and loaded from that.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,9 +30,26 @@ from typing import Any
 
 import torch
 
-MANIFEST = "manifest.json"
+from trainkube_trainer.digests import FileDigest, write_hashed
+from trainkube_trainer.distributed import broadcast
+from trainkube_trainer.durable import Durable
+from trainkube_trainer.manifest import (
+    UNIVERSAL_TAG,
+    UnaccountedFilesError,
+    account,
+    assigned,
+    check,
+    listing,
+    read_manifest,
+    verify,
+    write_manifest,
+)
+from trainkube_trainer.reporting import log
+from trainkube_trainer.shards import hash_and_sync, recording, written_outside_engine
+
+__all__ = ["Checkpoint", "CheckpointManager", "retained", "verify", "write_manifest"]
+
 TAG = "ds"
-UNIVERSAL_TAG = "ds_universal"
 STEP = re.compile(r"^step-(\d+)$")
 
 
@@ -38,46 +60,11 @@ class Checkpoint:
     manifest: dict[str, Any]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-
-
-def write_manifest(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
-    files: dict[str, dict[str, Any]] = {
-        str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
-        for p in _files(folder)
-        if UNIVERSAL_TAG not in p.relative_to(folder).parts
-    }
-    manifest = {**info, "files": files, "bytes": sum(f["bytes"] for f in files.values())}
-    target = folder / MANIFEST
-    with target.open("w") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return manifest
-
-
-def verify(folder: Path) -> tuple[dict[str, Any] | None, str]:
-    """The manifest if every file it lists is present with its checksum, else why not."""
-    try:
-        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError) as error:
-        return None, f"manifest unreadable: {error}"
-    for name, expected in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            return None, f"{name} is missing"
-        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
-            return None, f"{name} does not match its checksum"
-    return manifest, "ok"
+def _gather(value: Any) -> list[Any]:
+    """Every rank's `value`, in rank order, on every rank."""
+    values: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(values, value)
+    return values
 
 
 def retained(steps: list[int], *, keep_last: int, keep_every: int) -> set[int]:
@@ -89,13 +76,23 @@ def retained(steps: list[int], *, keep_last: int, keep_every: int) -> set[int]:
 
 
 class CheckpointManager:
-    """Saves, finds and loads checkpoints of one job's DeepSpeed engine."""
+    """Saves, finds and loads checkpoints of one job's DeepSpeed engine (all ranks call each
+    method: they are collective)."""
 
-    def __init__(self, directory: Path, *, rank: int, keep_last: int, keep_every: int) -> None:
-        self.directory = directory
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        rank: int,
+        keep_last: int,
+        keep_every: int,
+        durable: Durable | None = None,
+    ) -> None:
+        self.directory = directory.absolute()
         self.rank = rank
         self.keep_last = keep_last
         self.keep_every = keep_every
+        self.durable = durable or Durable()
 
     def published(self) -> list[tuple[int, Path]]:
         if not self.directory.is_dir():
@@ -111,16 +108,37 @@ class CheckpointManager:
         self, *, at_most: int | None = None
     ) -> tuple[Checkpoint | None, list[tuple[int, str]]]:
         """The newest checkpoint that verifies (at or before `at_most`), and the steps skipped
-        on the way with why."""
+        on the way with why. Rank 0 lists and reads the manifests, every rank checks its share
+        of the files, and all learn every rank's verdict."""
+        listed = [s for s, _ in self.published() if at_most is None or s <= at_most]
+        steps: list[int] = broadcast(listed if self.rank == 0 else None)
         skipped: list[tuple[int, str]] = []
-        for step, path in reversed(self.published()):
-            if at_most is not None and step > at_most:
-                continue
-            manifest, why = verify(path)
-            if manifest is not None:
+        for step in reversed(steps):
+            path = self.directory / f"step-{step}"
+            manifest, why = broadcast(read_manifest(path) if self.rank == 0 else None)
+            problem = self._verify_share(step, path, manifest) if manifest else why
+            if manifest is not None and problem is None:
                 return Checkpoint(step, path, manifest), skipped
-            skipped.append((step, f"{path.name}: {why}"))
+            skipped.append((step, f"{path.name}: {problem}"))
         return None, skipped
+
+    def _verify_share(self, step: int, path: Path, manifest: dict[str, Any]) -> str | None:
+        """Check this rank's share of `path`'s files; what every rank found wrong, or None."""
+        started = time.monotonic()
+        world_size = torch.distributed.get_world_size()
+        names = assigned(manifest, rank=self.rank, world_size=world_size)
+        problem = check(path, manifest, names)
+        log(
+            "checkpointVerified",
+            step=step,
+            rank=self.rank,
+            files=names,
+            bytes=sum(manifest["files"][n]["bytes"] for n in names),
+            seconds=round(time.monotonic() - started, 3),
+            problem=problem,
+        )
+        found = [f"{p} (checked by rank {r})" for r, p in enumerate(_gather(problem)) if p]
+        return "; ".join(found) or None
 
     def save(self, engine: Any, *, step: int, info: dict[str, Any]) -> dict[str, Any] | None:
         """Save and publish step `step` (all ranks call this); rank 0 returns the manifest."""
@@ -130,19 +148,57 @@ class CheckpointManager:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         torch.distributed.barrier()
-        engine.save_checkpoint(str(partial), tag=TAG, client_state={"trainkube": info})
-        torch.save(torch.get_rng_state(), partial / f"rng-rank{self.rank}.pt")
-        torch.distributed.barrier()
-        manifest = None
+        with recording(engine, root=partial, rank=self.rank, durable=self.durable) as recorder:
+            engine.save_checkpoint(str(partial), tag=TAG, client_state={"trainkube": info})
+        mine = [*recorder.written, self._save_rng(partial)]
+        mine += [
+            hash_and_sync(path, partial, self.rank, self.durable)
+            for path in written_outside_engine(engine, root=partial, tag=TAG)
+        ]
+        self.durable.sync_folders(partial / d.name for d in mine)
+        log(
+            "checkpointHashed",
+            step=step,
+            rank=self.rank,
+            files=[d.name for d in mine],
+            bytes=sum(d.bytes for d in mine),
+            seconds=round(time.monotonic() - started, 3),
+        )
+        claims = _gather(mine)
+        manifest, failure = None, None
         if self.rank == 0:
-            manifest = write_manifest(partial, {**info, "step": step})
-            final = self.directory / f"step-{step}"
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
-            self._apply_retention()
+            try:
+                manifest = self._publish(partial, step, info, claims)
+            except UnaccountedFilesError as error:
+                failure = f"checkpoint step-{step} not published: {error}"
+        failure = broadcast(failure)
+        if failure:
+            raise UnaccountedFilesError(failure)
+        if manifest is not None:
             manifest["seconds"] = round(time.monotonic() - started, 3)
             manifest["kept"] = [s for s, _ in self.published()]
-        torch.distributed.barrier()
+        return manifest
+
+    def _save_rng(self, partial: Path) -> FileDigest:
+        path = partial / f"rng-rank{self.rank}.pt"
+        state = torch.get_rng_state()
+        sha256, size = write_hashed(path, lambda out: torch.save(state, out), durable=self.durable)
+        return FileDigest(path.name, sha256, size, self.rank)
+
+    def _publish(
+        self, partial: Path, step: int, info: dict[str, Any], claims: list[list[FileDigest]]
+    ) -> dict[str, Any]:
+        """Rank 0: the manifest from every rank's digests, then the durable rename."""
+        digests = account(listing(partial), claims)
+        manifest = write_manifest(partial, {**info, "step": step}, digests, durable=self.durable)
+        final = self.directory / f"step-{step}"
+        replaced = self.directory / f".step-{step}.replaced"
+        if final.exists():  # the same step saved again after a resume from an older one
+            shutil.rmtree(replaced, ignore_errors=True)
+            final.rename(replaced)
+        self.durable.publish(partial, final)
+        shutil.rmtree(replaced, ignore_errors=True)
+        self._apply_retention()
         return manifest
 
     def _apply_retention(self) -> None:

@@ -40,13 +40,13 @@ def _total_steps(config: RunConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(training.epochs * batches_per_epoch))
 
 
-def _resume_target(config: RunConfig, manager: CheckpointManager | None, env: DistEnv) -> Any:
+def _resume_target(
+    config: RunConfig, manager: CheckpointManager | None
+) -> tuple[Checkpoint | None, list[tuple[int, str]]]:
     if manager is None or config.checkpoints is None or not config.checkpoints.resume:
         return None, []
-    found: tuple[Checkpoint | None, list[tuple[int, str]]] = (None, [])
-    if env.is_main:
-        found = manager.newest_valid(at_most=config.checkpoints.resume_step)
-    return broadcast(found)
+    # Collective: every rank verifies its share of each candidate's files.
+    return manager.newest_valid(at_most=config.checkpoints.resume_step)
 
 
 def _validate(built: Built, validation: Sequences, env: DistEnv, micro: int) -> float:
@@ -159,11 +159,11 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
         if policy
         else None
     )
-    target, skipped = _resume_target(config, manager, env)
+    target, skipped = _resume_target(config, manager)
     for step, why in skipped:
         reporter.event("checkpointSkipped", step=step, reason=why)
     universal = target is not None and target.manifest.get("worldSize") != env.world_size
-    if universal and manager is not None:
+    if universal and manager is not None and target is not None:
         manager.prepare_universal(target)
     built = build(config, env, total_steps=total_steps, universal=universal)
     fault = config.fault

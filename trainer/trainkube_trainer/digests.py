@@ -1,0 +1,86 @@
+"""sha256 of checkpoint files, computed from the bytes on their way to the disk.
+
+`write_hashed` opens a file, lets a serializer (`torch.save`) write into a `HashingWriter`,
+and fsyncs the file: the digest comes from the same bytes `write` was given, so a file is never
+read back to be hashed. Each slice is hashed on a helper thread while the calling thread
+writes it (hashlib and file writes both release the GIL), and the slice is released only when
+both are done. `hash_file` is the fallback for a file some other code wrote: it reads the file
+once, in large chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+from trainkube_trainer.durable import Durable
+
+CHUNK = 16 << 20
+SMALL = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """One file of a checkpoint: its name inside the checkpoint folder, and who hashed it."""
+
+    name: str
+    sha256: str
+    bytes: int
+    rank: int
+
+
+class HashingWriter:
+    """A write-only file object that hashes what passes through it on the way to `handle`."""
+
+    def __init__(self, handle: IO[bytes], hasher: ThreadPoolExecutor) -> None:
+        self.handle = handle
+        self.hasher = hasher
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        if len(view) < SMALL:  # a pickle frame or a zip header: not worth a thread hop
+            self.digest.update(view)
+            self.handle.write(view)
+            self.bytes += len(view)
+            return len(view)
+        for start in range(0, len(view), CHUNK):
+            piece = view[start : start + CHUNK]
+            hashed = self.hasher.submit(self.digest.update, piece)
+            self.handle.write(piece)
+            hashed.result()
+        self.bytes += len(view)
+        return len(view)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def write_hashed(
+    path: Path, serialize: Callable[[IO[bytes]], None], *, durable: Durable
+) -> tuple[str, int]:
+    """Create `path` with what `serialize` writes, fsync it; its sha256 and size.
+    `serialize` gets a write-only file object (write and flush, no seek, no fileno)."""
+    with ThreadPoolExecutor(1) as hasher, path.open("wb") as handle:
+        writer = HashingWriter(handle, hasher)
+        serialize(cast(IO[bytes], writer))
+        handle.flush()
+        durable.fsync(handle.fileno())
+    return writer.digest.hexdigest(), writer.bytes
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of `path`, read once in large chunks."""
+    digest, size = hashlib.sha256(), 0
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while count := handle.readinto(view):
+            digest.update(view[:count])
+            size += count
+    return digest.hexdigest(), size
