@@ -26,6 +26,16 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
+def _is_configuration_error(error: BaseException) -> bool:
+    """An error the job's spec causes (a model, data or evaluation it cannot have), which a
+    restart cannot fix; each names the field and what to do."""
+    from trainkube_trainer.data.source import DataError  # noqa: PLC0415
+    from trainkube_trainer.evaluate import EvalError  # noqa: PLC0415
+    from trainkube_trainer.models import ModelError  # noqa: PLC0415
+
+    return isinstance(error, DataError | EvalError | ModelError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainkube_trainer", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="the run config (JSON)")
@@ -76,6 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return ExitCode.DIVERGED
     except Exception as error:
+        if _is_configuration_error(error):
+            # Deterministic: the same spec meets the same error; the operator fails the job.
+            reporter.result(
+                outcome="invalidConfig",
+                exit_code=ExitCode.INVALID_CONFIG,
+                error=f"{type(error).__name__}: {error}",
+            )
+            return ExitCode.INVALID_CONFIG
         if _is_out_of_memory(error):
             reporter.result(
                 outcome="outOfMemory", exit_code=ExitCode.OUT_OF_MEMORY, error=str(error)

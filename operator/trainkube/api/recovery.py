@@ -23,6 +23,14 @@ class FailurePolicy(ApiModel):
         ge=0,
         le=3600,
     )
+    max_disruptions: int = Field(
+        default=20,
+        description="attempts allowed after disruptions: a worker evicted, preempted, or lost "
+        "with its node (the pod's DisruptionTarget condition). They restart the gang at once and "
+        "spend none of maxRestarts: the cluster, not the job, was at fault.",
+        ge=0,
+        le=10_000,
+    )
     escalate_on_oom: bool = Field(
         default=True,
         description="after an out-of-memory failure, restart with the next plan that uses less "

@@ -48,6 +48,9 @@ class Reason(StrEnum):
     COMPLETED = "Completed"
     GATES_FAILED = "GatesFailed"
     WORKER_FAILED = "WorkerFailed"
+    CONFIGURATION_ERROR = "ConfigurationError"
+    DISRUPTED = "Disrupted"
+    DISRUPTIONS_EXHAUSTED = "DisruptionsExhausted"
     ATTEMPT_DELETED = "AttemptDeleted"
     OUT_OF_MEMORY = "OutOfMemory"
     DIVERGED = "Diverged"
@@ -214,6 +217,12 @@ class RecoveryState(ApiModel):
         default=0,
         description="rollbacks so far, after divergence or asked for (counted against "
         "maxRollbacks; they spend no restarts).",
+        ge=0,
+    )
+    disruptions: int = Field(
+        default=0,
+        description="attempts started after a worker was evicted, preempted or lost with its "
+        "node (counted against maxDisruptions; they spend no restarts).",
         ge=0,
     )
     learning_rate_factor: float = Field(

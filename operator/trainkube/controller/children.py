@@ -301,6 +301,16 @@ def worker_job(
             "completions": resources.nodes,
             "parallelism": resources.nodes,
             "backoffLimit": 0,
+            # A disrupted worker (evicted, preempted, its node gone) fails the attempt with a
+            # Job condition that names it, which outlives the pod: such restarts spend no budget.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    }
+                ]
+            },
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": dict(template.annotations)},
                 "spec": pod_spec,

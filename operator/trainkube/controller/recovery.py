@@ -2,7 +2,9 @@
 
 Pure: the caller passes the failure (reason, message, the trainer's divergence report), the
 policy from the spec, the job's status and, for an out-of-memory failure, the escalated plan
-the planner offers. Rollbacks do not count against maxRestarts; failures and OOM restarts do.
+the planner offers. Rollbacks and disruptions (a worker evicted, preempted or lost with its
+node) do not count against maxRestarts; failures and OOM restarts do. A worker that refused the
+job's configuration fails the job at once: a restart would meet the same error.
 """
 
 from __future__ import annotations
@@ -102,6 +104,34 @@ def _rollback(
     return Outcome(recovery=recovery, rollback=record, reason=Reason.ROLLING_BACK, message=message)
 
 
+def _after_disruption(
+    failure: Failure, policy: FailurePolicy, state: RecoveryState, *, now: str
+) -> Outcome:
+    if state.disruptions >= policy.max_disruptions:
+        return Outcome(
+            terminal=(
+                Reason.DISRUPTIONS_EXHAUSTED,
+                f"{failure.message}; all {policy.max_disruptions} restarts after disruptions "
+                "(failurePolicy.maxDisruptions) are used",
+            )
+        )
+    disruptions = state.disruptions + 1
+    recovery = state.model_copy(
+        update={
+            "disruptions": disruptions,
+            "resume_step": None,
+            "fresh_start": False,
+            "not_before": now,
+        }
+    )
+    message = (
+        f"{failure.message}; restart after disruption {disruptions} of {policy.max_disruptions} "
+        f"from the newest checkpoint, now (not counted against maxRestarts: "
+        f"{state.restarts} of {policy.max_restarts} used)"
+    )
+    return Outcome(recovery=recovery, reason=Reason.RESTARTING, message=message)
+
+
 def after_failure(
     failure: Failure,
     *,
@@ -116,6 +146,16 @@ def after_failure(
     state = status.recovery or RecoveryState()
     if failure.reason is Reason.DIVERGED and rollback.enabled and failure.divergence:
         return _rollback(failure, rollback, status, state, base_lr=base_lr, now=now)
+    if failure.reason is Reason.CONFIGURATION_ERROR:
+        return Outcome(
+            terminal=(
+                Reason.CONFIGURATION_ERROR,
+                f"{failure.message}; the trainer refused the job's configuration, and a restart "
+                "would meet the same error: fix the spec and create the job again",
+            )
+        )
+    if failure.reason is Reason.DISRUPTED:
+        return _after_disruption(failure, failure_policy, state, now=now)
     if state.restarts >= failure_policy.max_restarts:
         return Outcome(
             terminal=(

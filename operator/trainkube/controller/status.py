@@ -341,7 +341,7 @@ def _follow_attempt(step: _Step) -> Decision:
         step.updates.update(completion_time=step.now, output=observed.output)
         return step.decide(Phase.SUCCEEDED, keep=last.number)
     if workers.attempt_failed(job, observed.pods):
-        return _after_failure(step, *workers.failure(observed.pods))
+        return _after_failure(step, *workers.failure(job, observed.pods))
     phases = [workers.phase(p) for p in observed.pods]
     running, finished = phases.count("Running"), phases.count("Succeeded")
     text = f"{running}/{observed.nodes} workers running (attempt {last.number})"

@@ -14,7 +14,12 @@ _BY_EXIT_CODE = {
     ExitCode.DIVERGED: Reason.DIVERGED,
     ExitCode.OUT_OF_MEMORY: Reason.OUT_OF_MEMORY,
     ExitCode.GATES_FAILED: Reason.GATES_FAILED,
+    ExitCode.INVALID_CONFIG: Reason.CONFIGURATION_ERROR,
 }
+# The batch Job's podFailurePolicy fails it at once when a worker gets this condition (eviction,
+# preemption, a node that went away): its Failed condition then says so even after the pod is
+# gone.
+DISRUPTION = "DisruptionTarget"
 
 
 def job_condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
@@ -51,8 +56,34 @@ def attempt_failed(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bo
     return bool(job_condition(job, "Failed")) or any(phase(p) == "Failed" for p in pods)
 
 
-def failure(pods: list[dict[str, Any]]) -> tuple[Reason, str]:
-    """Why an attempt failed, from the first worker that exited non-zero."""
+def disruption(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> str | None:
+    """What disrupted a worker (evicted, preempted, lost with its node), if anything did: from
+    the pod's DisruptionTarget condition, or from the batch Job's Failed condition when the
+    pod is already gone."""
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == DISRUPTION and cond.get("status") == "True":
+                why = cond.get("reason") or DISRUPTION
+                detail = (cond.get("message") or "").strip()
+                return f"worker {_index(pod)} ({pod['metadata']['name']}) was disrupted: {why}" + (
+                    f": {detail[:300]}" if detail else ""
+                )
+    failed = job_condition(job, "Failed")
+    if (
+        failed
+        and failed.get("reason") == "PodFailurePolicy"
+        and DISRUPTION in (failed.get("message") or "")
+    ):
+        return f"a worker was disrupted: {failed['message'][:300]}"
+    return None
+
+
+def failure(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> tuple[Reason, str]:
+    """Why an attempt failed: a disruption if a worker suffered one (the others then fail
+    too, for want of it), else the first worker that exited non-zero."""
+    disrupted = disruption(job, pods)
+    if disrupted is not None:
+        return Reason.DISRUPTED, disrupted
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         for state in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (state.get("state") or {}).get("terminated")
