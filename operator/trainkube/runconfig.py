@@ -98,12 +98,16 @@ class Recovery(ApiModel):
 
 class Fault(ApiModel):
     """Deliberate faults, for tests and demos: a loss spike (random-token batches from a step
-    on), a NaN loss at one step, or a crash right after a step (and its checkpoint)."""
+    on), a NaN loss at one step, a crash right after a step (and its checkpoint), or a rank that
+    blocks forever before a step."""
 
     spike_at_step: int | None = None
     crash_after_step: int | None = None
     spike_factor: float = 100.0
     nan_at_step: int | None = None
+    # One rank blocks forever before this step (the others then wait in a collective): a hang.
+    hang_at_step: int | None = None
+    hang_rank: int = -1  # -1: the last rank
     # Only in the attempt that has not yet rolled back (the fault then "passes").
     only_first_attempt: bool = True
 
@@ -123,6 +127,9 @@ class Reporting(ApiModel):
 
     directory: str = Field(description="progress.json and result.json are written here.")
     min_interval_seconds: float = 5.0
+    # Rank 0 sends its report at least this often, between steps too: the operator tells a
+    # hung run (no step for hangTimeoutSeconds) from a slow one by it.
+    heartbeat_seconds: float = 10.0
     configmap: str | None = Field(default=None, description="the report ConfigMap's name.")
     namespace: str | None = Field(default=None, description="its namespace.")
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -90,42 +91,83 @@ class Reporter:
         self.last = -float("inf")
         self.events: list[dict[str, Any]] = []
         self.state: dict[str, Any] = {}
+        self._lock = threading.RLock()  # the heartbeat thread flushes too
 
     def progress(self, *, force: bool = False, **fields: Any) -> None:
         """Record `fields`; write progress.json unless one was written < min_interval ago."""
         if not self.enabled:
             return
-        self.state.update(fields)
-        self.state["updated"] = now()
+        with self._lock:
+            self.state.update(fields)
+            self.state["updated"] = now()
         if force or time.monotonic() - self.last >= self.min_interval:
             self._flush()
             log("progress", **fields)
 
+    def stepped(self, step: int, seconds: float) -> None:
+        """A step finished (it took `seconds`): remembered, sent with the next report or
+        heartbeat. The operator's hang detection reads `lastStepAt` and `stepSeconds`."""
+        if not self.enabled:
+            return
+        with self._lock:
+            previous = self.state.get("stepSeconds")
+            mean = seconds if previous is None else 0.9 * float(previous) + 0.1 * seconds
+            self.state.update(lastStep=step, lastStepAt=now(), stepSeconds=round(mean, 3))
+
+    def phase(self, name: str) -> None:
+        """What the run does now (starting, training, validating, checkpointing, saving): the
+        operator allows the slow ones more time before it calls a run hung."""
+        if self.enabled:
+            with self._lock:
+                self.state["phase"] = name
+
+    def start_heartbeat(self, seconds: float) -> threading.Event:
+        """Send the report every `seconds` from a thread, until the returned event is set."""
+        stop = threading.Event()
+        if not self.enabled or seconds <= 0:
+            return stop
+
+        def beat() -> None:
+            while not stop.wait(seconds / 2):
+                if time.monotonic() - self.last < seconds:
+                    continue  # a report went out lately: that was the heartbeat
+                with self._lock:
+                    self.state["heartbeat"] = now()
+                self._flush()
+
+        threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+        return stop
+
     def _flush(self) -> None:
-        self.last = time.monotonic()
-        document = {**self.state, "events": self.events[-50:]}
-        _write_atomically(self.directory / "progress.json", document)
-        if self.sink is not None:
-            self.sink.send({"progress.json": document})
+        # Under the lock: the heartbeat thread and the training loop write the same files.
+        with self._lock:
+            self.last = time.monotonic()
+            document = {**self.state, "events": self.events[-50:]}
+            _write_atomically(self.directory / "progress.json", document)
+            if self.sink is not None:
+                self.sink.send({"progress.json": document})
 
     def event(self, kind: str, **fields: Any) -> None:
         """Something the operator must not miss (checkpoint, divergence): written at once."""
         if not self.enabled:
             return
-        self.events.append({"type": kind, "time": now(), **fields})
+        with self._lock:
+            self.events.append({"type": kind, "time": now(), **fields})
         log(kind, **fields)
         self._flush()
 
     def result(self, *, outcome: str, exit_code: int, **fields: Any) -> None:
         if not self.enabled:
             return
-        result = {"outcome": outcome, "exitCode": exit_code, "time": now(), **self.state, **fields}
-        _write_atomically(self.directory / "result.json", result)
-        self.last = time.monotonic()
-        document = {**self.state, "events": self.events[-50:]}
-        _write_atomically(self.directory / "progress.json", document)
-        if self.sink is not None:
-            self.sink.send({"progress.json": document, "result.json": result})
+        with self._lock:
+            state = dict(self.state)
+            result = {"outcome": outcome, "exitCode": exit_code, "time": now(), **state, **fields}
+            _write_atomically(self.directory / "result.json", result)
+            self.last = time.monotonic()
+            document = {**state, "events": self.events[-50:]}
+            _write_atomically(self.directory / "progress.json", document)
+            if self.sink is not None:
+                self.sink.send({"progress.json": document, "result.json": result})
         if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
             summary = {k: result[k] for k in ("outcome", "exitCode", "step", "loss") if k in result}
             with contextlib.suppress(OSError):

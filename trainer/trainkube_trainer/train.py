@@ -26,7 +26,7 @@ from trainkube_trainer.divergence import DivergenceDetector
 from trainkube_trainer.engine import Built, build
 from trainkube_trainer.exitcodes import DivergedError
 from trainkube_trainer.models import load_tokenizer
-from trainkube_trainer.reporting import Reporter
+from trainkube_trainer.reporting import Reporter, log
 
 VALIDATION_SEQUENCES = 256  # validation uses at most this many held-out sequences
 
@@ -201,6 +201,8 @@ def _train_step(session: Session) -> float:
     loss_total = 0.0
     for indexes in session.sampler.micro_batches(session.position, session.env.rank):
         ids, labels = session.train.ids[indexes], session.train.labels[indexes]
+        if session.fault_active and fault and fault.hang_at_step == target_step:
+            _hang_if_chosen(session, fault.hang_rank)
         spike = fault.spike_at_step if session.fault_active and fault else None
         if spike is not None and target_step >= spike:
             ids = _poison(ids, session.vocab, target_step)
@@ -213,6 +215,16 @@ def _train_step(session: Session) -> float:
         loss_total += float(loss.detach())
     session.step, session.position = target_step, session.position + 1
     return mean_over_ranks(loss_total, session.sampler.accumulation, engine.device)
+
+
+def _hang_if_chosen(session: Session, rank: int) -> None:
+    """The injected hang: the chosen rank blocks forever; the others then wait for it in the
+    next collective, as they would for a rank stuck in a driver or a dead NIC."""
+    world = session.env.world_size
+    if session.env.rank == rank % world:
+        log("fault-hang", rank=session.env.rank, step=session.step + 1)
+        while True:
+            time.sleep(3600)
 
 
 def _check_divergence(session: Session, loss: float) -> None:
@@ -264,9 +276,12 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
     tokens_per_step = session.sampler.global_batch_size * config.data.sequence_length
     reporter.progress(force=True, step=session.step, totalSteps=total, phase="training")
     started, started_step = time.monotonic(), session.step
+    heartbeat = reporter.start_heartbeat(config.reporting.heartbeat_seconds)
 
     while session.step < total:
+        began = time.monotonic()
         loss = _train_step(session)
+        reporter.stepped(session.step, time.monotonic() - began)
         _check_divergence(session, loss)
         step = session.step
         elapsed = time.monotonic() - started
@@ -288,17 +303,23 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
         interval = config.training.eval_interval
         if (interval and step % interval == 0) or step == total:
             micro = session.sampler.micro_batch_size
+            reporter.phase("validating")
             val = _validate(built, session.validation, env, micro)
+            reporter.phase("training")
             reporter.progress(force=True, validationLoss=round(val, 5), **fields)
             tracking.log(session.tracker, {"validation_loss": val}, step)
         policy = config.checkpoints
         if policy and (step % policy.interval == 0 or step == total):
+            reporter.phase("checkpointing")
             _checkpoint(session, loss, lr)
+            reporter.phase("training")
         fault = config.fault
         if session.fault_active and fault and fault.crash_after_step == step:
             raise RuntimeError(f"injected crash after step {step} (run config fault)")
 
+    reporter.phase("saving")
     written = _save_output(config, built, env)
+    heartbeat.set()
     reporter.progress(force=True, phase="done", output=written)
     tracking.finish(session.tracker)
     return ExitCode.SUCCESS

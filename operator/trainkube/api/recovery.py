@@ -31,6 +31,14 @@ class FailurePolicy(ApiModel):
         ge=0,
         le=10_000,
     )
+    hang_timeout_seconds: int | None = Field(
+        default=None,
+        description="restart the workers (reason Hung) when no training step ends for this "
+        "long while they all run; 4x as long while starting, validating or checkpointing. "
+        "Unset: 10x the run's mean step time, at least 300.",
+        ge=10,
+        le=7 * 24 * 3600,
+    )
     escalate_on_oom: bool = Field(
         default=True,
         description="after an out-of-memory failure, restart with the next plan that uses less "

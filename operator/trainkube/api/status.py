@@ -50,6 +50,7 @@ class Reason(StrEnum):
     WORKER_FAILED = "WorkerFailed"
     CONFIGURATION_ERROR = "ConfigurationError"
     DISRUPTED = "Disrupted"
+    HUNG = "Hung"
     DISRUPTIONS_EXHAUSTED = "DisruptionsExhausted"
     ATTEMPT_DELETED = "AttemptDeleted"
     OUT_OF_MEMORY = "OutOfMemory"

@@ -35,7 +35,7 @@ from trainkube.api.status import (
     RecoveryState,
     RollbackRecord,
 )
-from trainkube.controller import recovery, report, workers
+from trainkube.controller import hang, recovery, report, workers
 from trainkube.controller.conditions import Conditions, is_finished
 from trainkube.planner.plan import Plan
 
@@ -349,11 +349,21 @@ def _follow_attempt(step: _Step) -> Decision:
         # Some workers finished, the others still run: still running.
         return step.decide(Phase.RUNNING, keep=last.number)
     if running >= observed.nodes:
+        verdict = hang.check(
+            observed.report.get("progress.json") or {},
+            observed.pods,
+            observed.now,
+            observed.failure_policy.hang_timeout_seconds if observed.failure_policy else None,
+        )
+        if verdict is not None and verdict.hung and observed.failure_policy is not None:
+            return _after_failure(step, Reason.HUNG, verdict.message)
         step.conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
         if step.rolling:
             resumed = f"rollback done: training resumed in attempt {last.number}"
             step.conds.mark(ConditionType.ROLLING_BACK, False, Reason.RESUMED, resumed)
-        return step.decide(Phase.RUNNING, keep=last.number)
+        # Look again when a hang would be due, should nothing else happen before then.
+        due = verdict.seconds_left + 1 if verdict is not None else None
+        return step.decide(Phase.RUNNING, keep=last.number, requeue=due)
     stuck = workers.blocked(observed.pods, observed.warnings, observed.nodes)
     if stuck is not None:
         reason, why = stuck
