@@ -85,20 +85,47 @@ def _dnsmasq_pids() -> list[int]:
     return pids
 
 
-def _new_iptables(record: dict[str, Any] | None) -> dict[str, list[list[str]]]:
+def _bridge(settings: Settings) -> str | None:
+    """The network's bridge on this machine (podman's dnsname opens DNS on it in INPUT)."""
+    if not network_exists(settings):
+        return None
+    result = subprocess.run(
+        [settings.runtime, "network", "inspect", NETWORK, "--format", "{{.NetworkInterface}}"],
+        capture_output=True,
+        text=True,
+        env=settings.env(),
+        check=False,
+    )
+    return result.stdout.strip() or None
+
+
+def remember_bridge(settings: Settings) -> None:
+    """Add the network's bridge to the record, for a `down` that finds the network gone."""
+    record = load(settings)
+    bridge = _bridge(settings)
+    if record is not None and bridge and not record["network_existed"]:
+        record["bridge"] = bridge
+        _record_file(settings).write_text(json.dumps(record, indent=2))
+
+
+def _new_iptables(record: dict[str, Any], bridge: str | None) -> dict[str, list[list[str]]]:
     """Per family, the arguments that remove the chains and rules made since the record (the
-    network's CNI-* chains, and rules in other chains that carry the network's name)."""
+    network's CNI-* chains, and rules in other chains that carry the network's name or its
+    bridge)."""
+    interface = re.compile(rf"-[io] {re.escape(bridge)}( |$)") if bridge else None
     commands: dict[str, list[list[str]]] = {}
     for family, dump in hostnet.saves().items():
-        before = hostnet.parse_save(((record or {}).get("iptables") or {}).get(family, ""))
+        before = hostnet.parse_save(record["iptables"].get(family, ""))
         found: list[list[str]] = []
         for table_name, table in hostnet.parse_save(dump).items():
             earlier = before.get(table_name, hostnet.Table([], []))
             chains = [c for c in table.chains if c.startswith("CNI-") and c not in earlier.chains]
             new_rules = [r for r in table.rules if r not in earlier.rules]
             for chain, rule in new_rules:
-                ours = NETWORK_COMMENT.search(rule) is not None or any(
-                    f"-j {c}" in f"{rule} " for c in chains
+                ours = (
+                    NETWORK_COMMENT.search(rule) is not None
+                    or (interface is not None and interface.search(rule) is not None)
+                    or any(f"-j {c}" in f"{rule} " for c in chains)
                 )
                 if chain not in chains and ours:
                     found.append(["-t", table_name, "-D", chain, *shlex.split(rule)])
@@ -112,6 +139,7 @@ def _new_iptables(record: dict[str, Any] | None) -> dict[str, list[list[str]]]:
 def restore(settings: Settings) -> None:
     """Undo what the cluster left (run after `kind delete cluster`)."""
     record = load(settings)
+    bridge = _bridge(settings) or (record or {}).get("bridge")
     if record is not None and not record["network_existed"] and network_exists(settings):
         subprocess.run(
             [settings.runtime, "network", "rm", NETWORK],
@@ -124,7 +152,7 @@ def restore(settings: Settings) -> None:
             os.kill(pid, signal.SIGTERM)
     if record is None:
         return
-    for family, commands in _new_iptables(record).items():
+    for family, commands in _new_iptables(record, bridge).items():
         for arguments in commands:
             hostnet.run_tool(family, "-w", "5", *arguments)
     if record["lib_modules_made"]:

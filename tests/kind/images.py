@@ -19,7 +19,7 @@ from pathlib import Path
 from tests.kind.cluster import KindCluster, KindError
 from tests.kind.settings import REPO_ROOT
 
-IMPORT = ["ctr", "--namespace=k8s.io", "images", "import", "--discard-unpacked-layers"]
+IMPORT = ["ctr", "--namespace=k8s.io", "images", "import", "--local", "--discard-unpacked-layers"]
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ def create(cluster: KindCluster) -> float:
     sys.stderr.write(result.stderr.decode(errors="replace"))
     if result.returncode != 0:
         raise KindError("kind create cluster failed (see above); `make kind-down` cleans up")
+    hoststate.remember_bridge(settings)
     if local is not None:
         for net in podnet.configure(cluster):
             print(f"pod network: {net.name} {net.address} pods {net.pod_cidr}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,19 @@ def cluster_name(config_file: Path = USER_CONFIG) -> str:
     return str(yaml.safe_load(config_file.read_text()).get("name") or "kind")
 
 
+def docker_runs() -> bool:
+    """A docker CLI with a daemon that answers (a CLI alone is not enough)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
 def from_environment(env: Mapping[str, str] = os.environ) -> Settings:
-    runtime = env.get("KIND_EXPERIMENTAL_PROVIDER") or (
-        "docker" if shutil.which("docker") else "podman"
-    )
+    runtime = env.get("KIND_EXPERIMENTAL_PROVIDER") or ("docker" if docker_runs() else "podman")
     if runtime not in ("podman", "docker"):
         raise ValueError(f"KIND_EXPERIMENTAL_PROVIDER={runtime}: podman or docker")
     node_image = env.get("TRAINKUBE_KIND_NODE_IMAGE") or (
