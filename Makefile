@@ -64,3 +64,11 @@ test: setup bins images lint
 # path of each image's archive (for `ctr -n k8s.io images import`), one per line.
 images:
 	bash images/build.sh $(IMAGES)
+
+.PHONY: kind-demo kind-down
+# trainkube on kind (tests/kind/README.md): cluster from kind-config.yaml, images, chart, the examples' chain.
+kind-demo: setup
+	$(PY) -m tests.kind demo
+# Deletes the kind cluster and everything it left on this machine.
+kind-down: setup
+	$(PY) -m tests.kind down
