@@ -145,6 +145,15 @@ class Attempt(ApiModel):
         description="uid of the batch Job that runs it, once the operator has seen it; a Job "
         "that vanishes after that ends the attempt as failed.",
     )
+    workers_started: str | None = Field(
+        default=None, description="when its last worker started running (RFC 3339)."
+    )
+    first_step_time: str | None = Field(
+        default=None, description="when the operator first saw a step of it end (RFC 3339)."
+    )
+    last_step: int | None = Field(
+        default=None, description="the last step it reported (what a restart recomputes).", ge=0
+    )
 
 
 class Progress(ApiModel):
@@ -175,6 +184,7 @@ class CheckpointRecord(ApiModel):
         default=None, description="data batches consumed when it was taken (for rollbacks)."
     )
     valid: bool = Field(default=True, description="false when its checksums did not verify.")
+    seconds: float | None = Field(default=None, description="how long the save took.", ge=0)
 
 
 class RollbackRecord(ApiModel):
@@ -261,6 +271,33 @@ class Output(ApiModel):
     results_path: str | None = Field(default=None, description="evaluation results JSON.")
 
 
+class LostTime(ApiModel):
+    """Where the wall time that trained nothing went, in seconds."""
+
+    scheduling: int = Field(default=0, description="attempts waiting for their workers to run.")
+    startup: int = Field(
+        default=0, description="workers running before their first step (loading, resuming)."
+    )
+    checkpointing: int = Field(default=0, description="saving checkpoints.")
+    recomputation: int = Field(
+        default=0, description="steps trained again after a restart (since the last checkpoint)."
+    )
+    restarts: int = Field(default=0, description="between an attempt's end and the next start.")
+    suspended: int = Field(default=0, description="suspended.")
+
+
+class Goodput(ApiModel):
+    """How much of the time since the first start went into training that counts."""
+
+    ratio: str = Field(description="productive / wall time, as a percentage, e.g. '92.4%'.")
+    productive_seconds: int = Field(description="time that trained steps kept.", ge=0)
+    wall_seconds: int = Field(description="time since the first start.", ge=0)
+    lost: LostTime = Field(description="where the rest went.")
+    eta: str | None = Field(
+        default=None, description="when the run should end at the recent step rate (RFC 3339)."
+    )
+
+
 class JobStatus(ApiModel):
     """What the operator knows about the job."""
 
@@ -301,3 +338,6 @@ class JobStatus(ApiModel):
         ge=0,
     )
     completion_time: str | None = Field(default=None, description="end (RFC 3339).")
+    goodput: Goodput | None = Field(
+        default=None, description="productive time over wall time, and where the rest went."
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainkube import timestamps
+from trainkube.controller import workers
 
 FLOOR_SECONDS = 300.0
 STEP_MULTIPLE = 10.0
@@ -47,22 +48,12 @@ def allowed(progress: dict[str, Any], timeout_seconds: int | None) -> float:
     return base * SLOW_FACTOR if phase in SLOW_PHASES else base
 
 
-def _started(pods: list[dict[str, Any]]) -> float | None:
-    """When the last of the workers' trainer containers started (epoch seconds)."""
-    times = []
-    for pod in pods:
-        for state in (pod.get("status") or {}).get("containerStatuses") or []:
-            started = ((state.get("state") or {}).get("running") or {}).get("startedAt")
-            if started:
-                times.append(timestamps.epoch(started))
-    return max(times) if times else None
-
-
 def check(
     progress: dict[str, Any], pods: list[dict[str, Any]], now: str, timeout_seconds: int | None
 ) -> Verdict | None:
     """Whether the running attempt is hung; None when there is no clock to read yet."""
-    started = _started(pods)
+    first = workers.started_at(pods)
+    started = timestamps.epoch(first) if first else None
     last_step = progress.get("lastStepAt")
     marks = [t for t in (started, timestamps.epoch(last_step) if last_step else None) if t]
     if not marks or not now:

@@ -1,5 +1,6 @@
-"""Prometheus metrics of the operator: jobs by kind and phase (counted from the cache at each
-scrape, no API reads), reconcile latency and errors, the work queue's depth, leadership."""
+"""Prometheus metrics of the operator: jobs by kind and phase and each job's goodput (read
+from the cache at each scrape, no API reads), reconcile latency and errors, the work queue's
+depth, leadership."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ def count_jobs(bodies: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
     return Counter((b["kind"], (b.get("status") or {}).get("phase") or "Pending") for b in bodies)
 
 
+def goodput_ratios(bodies: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float]]:
+    """(job, productive / wall) of every job whose status has goodput."""
+    for body in bodies:
+        found = (body.get("status") or {}).get("goodput") or {}
+        wall, productive = found.get("wallSeconds"), found.get("productiveSeconds")
+        if wall and productive is not None:
+            yield body, productive / wall
+
+
 class _Jobs(Collector):
     """trainkube_jobs{kind,phase} from the cache of the running controller."""
 
@@ -40,12 +50,22 @@ class _Jobs(Collector):
         family = GaugeMetricFamily(
             "trainkube_jobs", "trainkube jobs by kind and phase", labels=["kind", "phase"]
         )
+        ratio = GaugeMetricFamily(
+            "trainkube_job_goodput_ratio",
+            "productive training time over wall time since the job first started (status.goodput)",
+            labels=["kind", "namespace", "name"],
+        )
         if self.cache is not None:
-            counts = count_jobs(self.cache.all_jobs())
+            bodies = self.cache.all_jobs()
+            counts = count_jobs(bodies)
             for kind in sorted({k for k, _ in counts}):
                 for phase in PHASES:
                     family.add_metric([kind, phase], counts.get((kind, phase), 0))
+            for body, value in goodput_ratios(bodies):
+                meta = body["metadata"]
+                ratio.add_metric([body["kind"], meta["namespace"], meta["name"]], value)
         yield family
+        yield ratio
 
 
 _JOBS = _Jobs()

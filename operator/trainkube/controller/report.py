@@ -49,8 +49,15 @@ def checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[C
                 size_bytes=event.get("bytes"),
                 path=event.get("path"),
                 data_position=event.get("dataPosition"),
+                seconds=event.get("seconds")
+                if isinstance(event.get("seconds"), int | float)
+                else None,
             )
     return [by_step[s] for s in sorted(by_step) if kept is None or s in kept]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def eval_results(report: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +81,21 @@ def with_resume_step(attempts: list[Attempt], report: dict[str, Any]) -> list[At
         if event.get("type") == "resumed" and attempts[-1].resumed_from_step is None:
             attempts[-1] = attempts[-1].model_copy(update={"resumed_from_step": event["step"]})
     return attempts
+
+
+def with_steps(attempts: list[Attempt], report: dict[str, Any]) -> list[Attempt]:
+    """The latest attempt's last step, and when its first step was seen, from its report."""
+    progress = report.get("progress.json") or {}
+    if not attempts or progress.get("attempt") != attempts[-1].number:
+        return attempts
+    last = progress.get("lastStep")
+    if not isinstance(last, int):
+        return attempts
+    latest = attempts[-1]
+    update: dict[str, Any] = {"last_step": last}
+    if latest.first_step_time is None:
+        update["first_step_time"] = progress.get("lastStepAt")
+    return [*attempts[:-1], latest.model_copy(update=update)]
 
 
 def parse_report(data: dict[str, str] | None) -> dict[str, Any]:

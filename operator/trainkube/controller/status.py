@@ -35,7 +35,7 @@ from trainkube.api.status import (
     RecoveryState,
     RollbackRecord,
 )
-from trainkube.controller import hang, recovery, report, workers
+from trainkube.controller import goodput, hang, recovery, report, workers
 from trainkube.controller.conditions import Conditions, is_finished
 from trainkube.planner.plan import Plan
 
@@ -192,6 +192,11 @@ class _Step:
                 **updates,
             }
         )
+        step_seconds = (self.observed.report.get("progress.json") or {}).get("stepSeconds")
+        measured = float(step_seconds) if isinstance(step_seconds, int | float) else None
+        found = goodput.compute(status, self.now, measured)
+        if found is not None:
+            status = status.model_copy(update={"goodput": found})
         delete = [n for n in self.observed.existing_attempts if n != keep]
         return Decision(status, create, delete, requeue, self.conds.events)
 
@@ -312,6 +317,31 @@ def _requested_rollback(step: _Step) -> Decision | None:
     return _start_next(step, waiting_for=None)
 
 
+def _all_running(step: _Step, text: str) -> Decision:
+    """Every worker of the open attempt runs: unless it is hung, the job runs."""
+    observed, last = step.observed, step.last
+    assert last is not None
+    policy = observed.failure_policy
+    verdict = hang.check(
+        observed.report.get("progress.json") or {},
+        observed.pods,
+        observed.now,
+        policy.hang_timeout_seconds if policy else None,
+    )
+    if verdict is not None and verdict.hung and policy is not None:
+        return _after_failure(step, Reason.HUNG, verdict.message)
+    if last.workers_started is None:
+        started = workers.started_at(observed.pods) or step.now
+        step.attempts[-1] = last = last.model_copy(update={"workers_started": started})
+    step.conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
+    if step.rolling:
+        resumed = f"rollback done: training resumed in attempt {last.number}"
+        step.conds.mark(ConditionType.ROLLING_BACK, False, Reason.RESUMED, resumed)
+    # Look again when a hang would be due, should nothing else happen before then.
+    due = verdict.seconds_left + 1 if verdict is not None else None
+    return step.decide(Phase.RUNNING, keep=last.number, requeue=due)
+
+
 def _follow_attempt(step: _Step) -> Decision:
     """The open attempt runs: follow its batch Job and pods."""
     observed, last = step.observed, step.last
@@ -349,21 +379,7 @@ def _follow_attempt(step: _Step) -> Decision:
         # Some workers finished, the others still run: still running.
         return step.decide(Phase.RUNNING, keep=last.number)
     if running >= observed.nodes:
-        verdict = hang.check(
-            observed.report.get("progress.json") or {},
-            observed.pods,
-            observed.now,
-            observed.failure_policy.hang_timeout_seconds if observed.failure_policy else None,
-        )
-        if verdict is not None and verdict.hung and observed.failure_policy is not None:
-            return _after_failure(step, Reason.HUNG, verdict.message)
-        step.conds.mark(ConditionType.RUNNING, True, Reason.WORKERS_RUNNING, text)
-        if step.rolling:
-            resumed = f"rollback done: training resumed in attempt {last.number}"
-            step.conds.mark(ConditionType.ROLLING_BACK, False, Reason.RESUMED, resumed)
-        # Look again when a hang would be due, should nothing else happen before then.
-        due = verdict.seconds_left + 1 if verdict is not None else None
-        return step.decide(Phase.RUNNING, keep=last.number, requeue=due)
+        return _all_running(step, text)
     stuck = workers.blocked(observed.pods, observed.warnings, observed.nodes)
     if stuck is not None:
         reason, why = stuck
@@ -429,6 +445,7 @@ def derive(
     if progress is not None:
         step.updates["progress"] = progress
     step.attempts = report.with_resume_step(step.attempts, observed.report)
+    step.attempts = report.with_steps(step.attempts, observed.report)
     step.updates["checkpoints"] = report.checkpoints(observed.report, list(current.checkpoints))
     left = _deadline_left(current, observed, suspended_seconds)
     if left is not None and left < 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from trainkube import timestamps
 from trainkube.api.status import Reason
 from trainkube.exitcodes import ExitCode
 
@@ -49,6 +50,17 @@ def completed(job: dict[str, Any] | None, pods: list[dict[str, Any]], nodes: int
         if phase(p) == "Succeeded"
     }
     return done >= {str(i) for i in range(nodes)}
+
+
+def started_at(pods: list[dict[str, Any]]) -> str | None:
+    """When the last of the workers' containers started running (RFC 3339), if they run."""
+    times = [
+        started
+        for pod in pods
+        for state in (pod.get("status") or {}).get("containerStatuses") or []
+        if (started := ((state.get("state") or {}).get("running") or {}).get("startedAt"))
+    ]
+    return max(times, key=timestamps.epoch) if times else None
 
 
 def attempt_failed(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
