@@ -26,7 +26,7 @@ from trainkube.api.evaljob import EvalJob
 from trainkube.api.status import ConditionType, JobStatus, Phase, Reason
 from trainkube.controller import children, naming, outputs, runspec, workers
 from trainkube.controller.cache import Cache, attempt_of
-from trainkube.controller.clients import Clients
+from trainkube.controller.clients import FIELD_MANAGER, Clients
 from trainkube.controller.conditions import Conditions, is_finished
 from trainkube.controller.events import post_event
 from trainkube.controller.hooks import CrashPoints
@@ -92,7 +92,13 @@ def _write_status(ctx: Context, body: dict[str, Any], status: JobStatus) -> bool
     new = {**body, "status": status.to_wire()}
     try:
         written = ctx.clients.custom.replace_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], plural, meta["name"], new
+            GROUP,
+            VERSION,
+            meta["namespace"],
+            plural,
+            meta["name"],
+            new,
+            field_manager=FIELD_MANAGER,
         )
     except ApiException as error:
         if error.status in (404, 409):
