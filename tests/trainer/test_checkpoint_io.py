@@ -3,7 +3,8 @@ it wrote, rank 0 publishes a manifest naming both ranks' files, and on resume ea
 its own files, so a shard truncated after publishing is refused and the previous step used.
 
 One run crashes after step 30 (checkpoints every 10 steps) with every fsync recorded (the
-`fsync_spy` hook); then rank 1's optimizer shard of step 30 is cut in half and the job resumes.
+`fsync_spy` hook); then rank 1's optimizer shard of step 30 is cut in half, a half-written
+`.step-25.partial` is left beside it, and the job resumes.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def resumed(crashed: Crashed) -> Outcome:
     shard = crashed.ckpt / "step-30" / RANK1_SHARD
     with shard.open("r+b") as handle:
         handle.truncate(shard.stat().st_size // 2)
+    # What a save killed half-way leaves behind.
+    (crashed.ckpt / ".step-25.partial" / "ds").mkdir(parents=True)
+    (crashed.ckpt / ".step-25.partial" / "ds" / "mp_rank_00_model_states.pt").write_bytes(b"x")
     root = crashed.ckpt.parent
     return run(pretrain_config(root, steps=40, interval=10), root)
 
@@ -144,5 +148,12 @@ def test_a_refused_step_saved_again_is_replaced_by_a_good_one(
     manifest, why = verify(crashed.ckpt / "step-30")
     assert manifest is not None, why
     assert manifest["files"][RANK1_SHARD]["rank"] == 1
-    # No partial or replaced folder is left beside the published ones.
+    assert not (crashed.ckpt / ".step-30.replaced").exists()
+
+
+def test_folders_left_by_a_crashed_save_are_removed_and_never_resumed_from(
+    crashed: Crashed, resumed: Outcome
+) -> None:
+    assert resumed.exit_code == ExitCode.SUCCESS, resumed.log[-3000:]
+    assert "step-25" not in resumed.log
     assert sorted(p.name for p in crashed.ckpt.iterdir()) == ["step-20", "step-30", "step-40"]

@@ -14,6 +14,7 @@ from trainkube_trainer.manifest import (
     assigned,
     check,
     listing,
+    read_manifest,
     verify,
     write_manifest,
 )
@@ -103,3 +104,8 @@ def test_the_manifest_lists_no_universal_copy_and_not_itself(tmp_path: Path) -> 
     (tmp_path / "latest").write_text("ds")
     write_manifest(tmp_path, {"step": 1})
     assert listing(tmp_path) == ["latest"]
+
+
+def test_a_manifest_that_lists_no_files_is_not_a_checkpoint(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"step": 3, "files": {}}')
+    assert read_manifest(tmp_path) == (None, "manifest lists no files")

@@ -51,6 +51,7 @@ __all__ = ["Checkpoint", "CheckpointManager", "retained", "verify", "write_manif
 
 TAG = "ds"
 STEP = re.compile(r"^step-(\d+)$")
+LEFTOVER = re.compile(r"^\.step-\d+\.(partial|replaced)$")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class CheckpointManager:
         for step in reversed(steps):
             path = self.directory / f"step-{step}"
             manifest, why = broadcast(read_manifest(path) if self.rank == 0 else None)
-            problem = self._verify_share(step, path, manifest) if manifest else why
+            problem = why if manifest is None else self._verify_share(step, path, manifest)
             if manifest is not None and problem is None:
                 return Checkpoint(step, path, manifest), skipped
             skipped.append((step, f"{path.name}: {problem}"))
@@ -202,10 +203,15 @@ class CheckpointManager:
         return manifest
 
     def _apply_retention(self) -> None:
+        """Remove the steps retention does not keep, and what crashed saves left behind (no
+        other save can be under way: saves are collective and one at a time)."""
         steps = [s for s, _ in self.published()]
         keep = retained(steps, keep_last=self.keep_last, keep_every=self.keep_every)
         for step, path in self.published():
             if step not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+        for path in self.directory.iterdir():
+            if LEFTOVER.match(path.name):
                 shutil.rmtree(path, ignore_errors=True)
 
     def prepare_universal(self, checkpoint: Checkpoint) -> Path:

@@ -79,6 +79,8 @@ def read_manifest(folder: Path) -> tuple[dict[str, Any] | None, str]:
         manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as error:
         return None, f"manifest unreadable: {error}"
+    if not isinstance(manifest, dict) or not manifest.get("files"):
+        return None, "manifest lists no files"
     return manifest, "ok"
 
 
