@@ -84,6 +84,12 @@ class CheckpointPolicy(ApiModel):
     resume_step: int | None = Field(
         default=None, description="resume from this step's checkpoint (a rollback) instead."
     )
+    abandon_after: int | None = Field(
+        default=None,
+        description="a rollback to this step: the checkpoints after it belong to the abandoned "
+        "timeline, and are moved out of the way (never resumed from, never counted by "
+        "retention) before training resumes.",
+    )
 
 
 class Recovery(ApiModel):

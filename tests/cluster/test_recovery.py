@@ -139,6 +139,24 @@ def test_a_loss_spike_rolls_back_once_and_the_job_completes(
     assert float(done["progress"]["loss"]) < float(rollback["loss"])
     run = _run_config(api_client, namespace, "spiky", 2)
     assert run.recovery.lr_factor == 0.5
+    # The diverged timeline's step-40 was moved aside before attempt 2 resumed from step 30,
+    # and attempt 2 wrote a step-40 of its own.
+    assert run.checkpoints is not None
+    assert run.checkpoints.abandon_after == 30
+    assert done["attempts"][1]["rollbackTo"] == 30
+    rank0 = next(
+        p
+        for p in _attempt_pods(api_client, namespace, "spiky", 2)
+        if p.metadata.name.startswith("spiky-ltj-a2-0-")
+    )
+    log = client.CoreV1Api(api_client).read_namespaced_pod_log(rank0.metadata.name, namespace)
+    abandoned = [
+        json.loads(line[line.index("{") :])
+        for line in log.splitlines()
+        if '"event": "checkpointsAbandoned"' in line
+    ]
+    assert [event["steps"] for event in abandoned] == [[40]]
+    assert {c["step"]: c["valid"] for c in done["checkpoints"]}[40] is True
     [(start, end)] = run.recovery.skip_batches
     assert end - start == 5
     rolling = _condition(_job(api_client, namespace, "spiky"), "RollingBack")
@@ -193,3 +211,52 @@ def test_more_spikes_than_max_rollbacks_end_in_failed(
     status = _job(api_client, namespace, "unstable")["status"]
     assert [a["number"] for a in status["attempts"]] == [1]
     assert status["rollbacks"] == []
+
+
+@pytest.mark.usefixtures("operator")
+def test_after_a_rollback_a_suspend_and_resume_continues_the_current_timeline(
+    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
+) -> None:
+    """The case that once restarted from step 0: after rolling back to step 30, the job is
+    suspended at step 60 or later and resumed; the next attempt resumes from the newest
+    checkpoint of the new timeline, not the rollback target and not step 0."""
+    manifest = _real_job("lineage", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
+    manifest["spec"]["training"]["maxSteps"] = 600
+    _apply(crds, namespace, manifest)
+
+    def far_enough() -> bool:
+        status = _job(api_client, namespace, "lineage").get("status") or {}
+        attempts = status.get("attempts") or []
+        step = int((status.get("progress") or {}).get("step") or 0)
+        return len(attempts) == 2 and step >= 70
+
+    wait_for(far_enough, timeout_s=300, interval_s=0.5)
+    patch = client.CustomObjectsApi(api_client).patch_namespaced_custom_object
+    patch(
+        "trainkube.io",
+        "v1alpha1",
+        namespace,
+        "llmtrainingjobs",
+        "lineage",
+        {"spec": {"suspend": True}},
+    )
+    _wait_condition(api_client, namespace, "lineage", "Suspended", timeout_s=120)
+    patch(
+        "trainkube.io",
+        "v1alpha1",
+        namespace,
+        "llmtrainingjobs",
+        "lineage",
+        {"spec": {"suspend": False}},
+    )
+    done = _finished(api_client, namespace, "lineage")
+    assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
+    first, second, third = done["attempts"][:3]
+    assert (first["reason"], second["reason"]) == ("Diverged", "Suspended")
+    assert second["rollbackTo"] == 30
+    assert third.get("rollbackTo") is None
+    resumed = third["resumedFromStep"]  # as attempt 3's trainer reported it
+    assert resumed >= 60
+    assert resumed % 10 == 0
+    assert _run_config(api_client, namespace, "lineage", 3).checkpoints.abandon_after is None
+    assert done["progress"]["steps"] == "600/600"

@@ -17,7 +17,7 @@ import torch
 
 from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig
-from trainkube_trainer import tracking
+from trainkube_trainer import lineage, tracking
 from trainkube_trainer.checkpoints import Checkpoint, CheckpointManager
 from trainkube_trainer.data.sampler import BatchSampler, next_batch_index
 from trainkube_trainer.datasets_split import Sequences, train_and_validation
@@ -159,6 +159,18 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
         if policy
         else None
     )
+    policy_ = config.checkpoints
+    if manager is not None and policy_ is not None and policy_.abandon_after is not None:
+        # A rollback: the checkpoints after its step are of the abandoned timeline.
+        moved = lineage.abandon_after(
+            manager.published(), policy_.abandon_after, attempt=config.attempt, rank=env.rank
+        )
+        if moved:
+            reporter.event(
+                "checkpointsAbandoned",
+                steps=moved,
+                reason=f"attempt {config.attempt} rolled back to step {policy_.abandon_after}",
+            )
     target, skipped = _resume_target(config, manager)
     for step, why in skipped:
         reporter.event("checkpointSkipped", step=step, reason=why)

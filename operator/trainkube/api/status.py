@@ -138,6 +138,12 @@ class Attempt(ApiModel):
     resumed_from_step: int | None = Field(
         default=None, description="checkpoint step it started from; unset for a fresh start."
     )
+    rollback_to: int | None = Field(
+        default=None,
+        description="a rollback attempt: the step it went back to (0: the start); checkpoints "
+        "after it were abandoned.",
+        ge=0,
+    )
     learning_rate: float | None = Field(default=None, description="peak learning rate it used.")
     zero_stage: int | None = Field(default=None, description="ZeRO stage of its plan.")
     job_uid: str | None = Field(
@@ -183,7 +189,11 @@ class CheckpointRecord(ApiModel):
     data_position: int | None = Field(
         default=None, description="data batches consumed when it was taken (for rollbacks)."
     )
-    valid: bool = Field(default=True, description="false when its checksums did not verify.")
+    valid: bool = Field(
+        default=True,
+        description="false when its checksums did not verify, or a rollback abandoned it.",
+    )
+    invalid_reason: str | None = Field(default=None, description="why it is not valid.")
     seconds: float | None = Field(default=None, description="how long the save took.", ge=0)
 
 

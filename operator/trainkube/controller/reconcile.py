@@ -153,6 +153,7 @@ def _attempt_spec(
         skip_batches=tuple((r.start, r.end) for r in state.skip_batches) if state else (),
         resume_step=record.resumed_from_step or None,
         fresh_start=record.resumed_from_step == 0,
+        rollback_to=record.rollback_to,
     )
     fault = _fault(seen.body, number, enabled=faults)
     return runspec.for_attempt(seen.spec, attempt, chosen, fault)

@@ -35,11 +35,21 @@ def checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[C
     trainer skipped on resuming (its checksums did not verify) is kept, marked not valid."""
     by_step = {c.step: c for c in known}
     kept: list[int] | None = None
+    abandoned: set[int] = {
+        c.step for c in known if c.invalid_reason and "abandoned" in c.invalid_reason
+    }
     for event in (report.get("progress.json") or {}).get("events", []):
+        if event.get("type") == "checkpointsAbandoned":
+            why = f"abandoned: {event.get('reason') or 'a rollback went back before it'}"
+            for step in event.get("steps") or []:
+                record = by_step.get(step) or CheckpointRecord(step=step)
+                by_step[step] = record.model_copy(update={"valid": False, "invalid_reason": why})
+                abandoned.add(step)
         if event.get("type") == "checkpointSkipped" and isinstance(event.get("step"), int):
             step = event["step"]
             record = by_step.get(step) or CheckpointRecord(step=step, time=event.get("time"))
-            by_step[step] = record.model_copy(update={"valid": False})
+            reason = str(event.get("reason") or "its checksums did not verify")
+            by_step[step] = record.model_copy(update={"valid": False, "invalid_reason": reason})
         if event.get("type") == "checkpoint":
             kept = event.get("kept", kept)
             by_step[int(event["step"])] = CheckpointRecord(
@@ -53,7 +63,8 @@ def checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[C
                 if isinstance(event.get("seconds"), int | float)
                 else None,
             )
-    return [by_step[s] for s in sorted(by_step) if kept is None or s in kept]
+    # An abandoned checkpoint stays listed (not valid, and why) while retention forgets it.
+    return [by_step[s] for s in sorted(by_step) if kept is None or s in kept or s in abandoned]
 
 
 def _number(value: Any) -> float | None:

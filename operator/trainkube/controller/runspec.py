@@ -175,6 +175,7 @@ class Attempt:
     skip_batches: tuple[tuple[int, int], ...] = ()
     resume_step: int | None = None
     fresh_start: bool = False
+    rollback_to: int | None = None  # a rollback attempt: the step it goes back to
 
 
 def worker_spec(
@@ -306,7 +307,11 @@ def for_attempt(
     update: dict[str, object] = {"attempt": attempt.number, "fault": fault}
     if config.checkpoints is not None:
         update["checkpoints"] = config.checkpoints.model_copy(
-            update={"resume": not attempt.fresh_start, "resume_step": attempt.resume_step}
+            update={
+                "resume": not attempt.fresh_start,
+                "resume_step": attempt.resume_step,
+                "abandon_after": attempt.rollback_to,
+            }
         )
     if config.recovery is not None:
         update["recovery"] = Recovery(

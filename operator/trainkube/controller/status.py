@@ -154,6 +154,7 @@ class _Step:
                 number=number,
                 start_time=self.now,
                 resumed_from_step=0 if state.fresh_start else state.resume_step,
+                rollback_to=0 if state.fresh_start else state.resume_step,
                 learning_rate=self.observed.base_lr * state.learning_rate_factor,
             )
         )
