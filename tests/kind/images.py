@@ -9,6 +9,7 @@ get the images: the control plane is tainted against trainkube's pods.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +43,20 @@ def build_images(images: str = "operator trainer-cpu") -> list[Path]:
     if result.returncode != 0:
         raise KindError("images/build.sh failed (see its output above)")
     return [Path(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def check_disk(archives: list[Path], workers: int, storage: Path) -> None:
+    """Refuse, before creating anything, when the runtime's storage cannot hold the images
+    in every worker plus the nodes themselves (about 3 GB)."""
+    needed = workers * sum(a.stat().st_size for a in archives) + 3 * 2**30
+    while not storage.exists():  # rootless or elsewhere: the file system above it
+        storage = storage.parent
+    free = shutil.disk_usage(storage).free
+    if free < needed:
+        raise KindError(
+            f"{storage} has {free / 2**30:.1f} GiB free; the cluster with its images needs "
+            f"about {needed / 2**30:.1f} GiB"
+        )
 
 
 def load_one(cluster: KindCluster, node: str, archive: Path) -> Loaded:

@@ -22,6 +22,8 @@ from tests.kind.settings import LOCAL, PUBLISHED, REPO_ROOT, USER_CONFIG, Settin
 from tests.localcluster import provisioner
 
 RELEASE = "trainkube"
+# Where each runtime keeps containers and volumes (the nodes' /var, and so their images).
+STORAGE = {"podman": Path("/var/lib/containers"), "docker": Path("/var/lib/docker")}
 OPERATOR_NAMESPACE = "trainkube-system"
 
 
@@ -154,6 +156,10 @@ def up(settings: Settings) -> KindCluster:
     if cluster.exists():
         print(f"reusing the running kind cluster {settings.name}")
     else:
+        workers = sum(
+            n.get("role") == "worker" for n in yaml.safe_load(USER_CONFIG.read_text())["nodes"]
+        )
+        images.check_disk(archives, workers, STORAGE[settings.runtime])
         print(f"cluster created and Ready in {create(cluster):.0f} s")
     print(cluster.kubectl("get", "nodes", "-o", "wide"))
     step("storage: the `local` class, a folder of this machine per claim, shared by the nodes")
