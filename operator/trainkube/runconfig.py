@@ -77,7 +77,10 @@ class Plan(ApiModel):
 
 class CheckpointPolicy(ApiModel):
     directory: str
-    interval: int = 500
+    interval: int = Field(default=500, description="save every this many steps (fixed).")
+    # Interval auto: the job's mean time between failures (seconds) for the Young-Daly rule;
+    # `interval` is then only the fallback before anything is measured.
+    auto_mtbf_seconds: float | None = None
     keep_last: int = 3
     keep_every: int = 0
     resume: bool = Field(default=True, description="resume from the newest valid checkpoint.")

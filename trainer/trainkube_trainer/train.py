@@ -25,6 +25,7 @@ from trainkube_trainer.distributed import DistEnv, broadcast, mean_over_ranks
 from trainkube_trainer.divergence import DivergenceDetector
 from trainkube_trainer.engine import Built, build
 from trainkube_trainer.exitcodes import DivergedError
+from trainkube_trainer.interval import Schedule
 from trainkube_trainer.models import load_tokenizer
 from trainkube_trainer.reporting import Reporter, log
 
@@ -249,11 +250,31 @@ def _check_divergence(session: Session, loss: float) -> None:
         raise DivergedError(verdict.step, verdict.loss, verdict.rule)
 
 
-def _checkpoint(session: Session, loss: float, lr: float) -> None:
+def _checkpoint_when_due(
+    session: Session, schedule: Schedule, loss: float, lr: float, step_seconds: float, first: int
+) -> None:
+    """Save when the schedule says so; with interval auto, plan the next save (rank 0 decides,
+    every rank adopts) after the probe steps and after every save."""
+    step, total, reporter = session.step, session.total_steps, session.reporter
+    saved: float | None = None
+    if schedule.due(step, total):
+        reporter.phase("checkpointing")
+        saved = _checkpoint(session, loss, lr)
+        reporter.phase("training")
+    if schedule.auto and (schedule.needs_plan(step, first) or schedule.due(step, total)):
+        choice = schedule.plan(step, step_seconds, saved) if session.env.is_main else None
+        steps = broadcast(choice.steps if choice else None)
+        schedule.adopt(step, steps)
+        if choice is not None:
+            reporter.progress(force=True, checkpointInterval=choice.report())
+
+
+def _checkpoint(session: Session, loss: float, lr: float) -> float | None:
+    """Save a checkpoint; on rank 0, how long the save took."""
     config, step = session.config, session.step
     assert config.plan is not None
     if session.manager is None:
-        return
+        return None
     manifest = session.manager.save(
         session.built.engine,
         step=step,
@@ -278,6 +299,8 @@ def _checkpoint(session: Session, loss: float, lr: float) -> None:
             kept=manifest["kept"],
             dataPosition=session.position,
         )
+        return float(manifest["seconds"])
+    return None
 
 
 def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
@@ -289,6 +312,8 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
     reporter.progress(force=True, step=session.step, totalSteps=total, phase="training")
     started, started_step = time.monotonic(), session.step
     heartbeat = reporter.start_heartbeat(config.reporting.heartbeat_seconds)
+    policy = config.checkpoints
+    schedule = Schedule(policy.interval, policy.auto_mtbf_seconds) if policy else None
 
     while session.step < total:
         began = time.monotonic()
@@ -320,11 +345,8 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
             reporter.phase("training")
             reporter.progress(force=True, validationLoss=round(val, 5), **fields)
             tracking.log(session.tracker, {"validation_loss": val}, step)
-        policy = config.checkpoints
-        if policy and (step % policy.interval == 0 or step == total):
-            reporter.phase("checkpointing")
-            _checkpoint(session, loss, lr)
-            reporter.phase("training")
+        if schedule is not None:
+            _checkpoint_when_due(session, schedule, loss, lr, elapsed / max(done, 1), started_step)
         fault = config.fault
         if session.fault_active and fault and fault.crash_after_step == step:
             raise RuntimeError(f"injected crash after step {step} (run config fault)")

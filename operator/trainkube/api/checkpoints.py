@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from trainkube.api.base import ApiModel, Quantity, Rule, memory, rules
+from trainkube.api.base import ApiModel, IntOrAuto, Quantity, Rule, int_or_auto, memory, rules
 from trainkube.api.refs import VolumePath
 
 
@@ -56,7 +56,22 @@ class Checkpoints(ApiModel):
         )
     }
 
-    interval: int = Field(default=500, description="save a checkpoint every this many steps.", ge=1)
+    interval: IntOrAuto = Field(
+        default=500,
+        description="save a checkpoint every this many steps, or auto: the Young-Daly interval "
+        "sqrt(2 x save time x MTBF), from this job's measured save and step times and its mean "
+        "time between failures, chosen again after every save (status.checkpointInterval says "
+        "what was chosen and why).",
+        json_schema_extra=int_or_auto(minimum=1, what="checkpoints.interval"),
+    )
+    mtbf_hours: float | None = Field(
+        default=None,
+        description="for interval auto: the whole job's mean time between failures, hours. "
+        "Unset: 5,700 node-hours (Llama 3's 16k-GPU run) divided by the nodes, refined by this "
+        "job's own failures.",
+        gt=0,
+        le=1_000_000,
+    )
     keep_last: int = Field(default=3, description="keep the newest K checkpoints.", ge=1, le=1000)
     keep_every: int = Field(
         default=0,

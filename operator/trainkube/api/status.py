@@ -281,6 +281,16 @@ class Output(ApiModel):
     results_path: str | None = Field(default=None, description="evaluation results JSON.")
 
 
+class CheckpointInterval(ApiModel):
+    """The checkpoint interval the trainer chose (checkpoints.interval auto), and why."""
+
+    steps: int = Field(description="steps between checkpoints.", ge=1)
+    seconds: float = Field(description="the Young-Daly interval in seconds.", ge=0)
+    save_seconds: float = Field(description="the save time it used.", ge=0)
+    mtbf_hours: float = Field(description="the mean time between failures it used.", ge=0)
+    reason: str = Field(description="the rule with its numbers.", max_length=1024)
+
+
 class LostTime(ApiModel):
     """Where the wall time that trained nothing went, in seconds."""
 
@@ -348,6 +358,9 @@ class JobStatus(ApiModel):
         ge=0,
     )
     completion_time: str | None = Field(default=None, description="end (RFC 3339).")
+    checkpoint_interval: CheckpointInterval | None = Field(
+        default=None, description="the interval chosen by checkpoints.interval auto, and why."
+    )
     goodput: Goodput | None = Field(
         default=None, description="productive time over wall time, and where the rest went."
     )

@@ -24,7 +24,7 @@ from trainkube import timestamps
 from trainkube.api import GROUP, VERSION
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.status import ConditionType, JobStatus, Phase, Reason
-from trainkube.controller import children, naming, outputs, runspec, workers
+from trainkube.controller import children, interval, naming, outputs, runspec, workers
 from trainkube.controller.cache import Cache, attempt_of
 from trainkube.controller.clients import FIELD_MANAGER, Clients
 from trainkube.controller.conditions import Conditions, is_finished
@@ -136,6 +136,14 @@ def _image(clients: Clients, job: runspec.Job) -> str:
     return clients.images["gpu" if job.spec.resources.gpus_per_node else "cpu"]
 
 
+def _mtbf(seen: Seen, status: JobStatus) -> float | None:
+    """For interval auto: the MTBF the next attempt plans its checkpoints for."""
+    config = seen.spec.run_config.checkpoints if seen.spec else None
+    if config is None or config.auto_mtbf_seconds is None:
+        return None
+    return interval.refined_seconds(config.auto_mtbf_seconds, status, timestamps.now())
+
+
 def _attempt_spec(
     seen: Seen, decision: Decision, number: int, *, faults: bool
 ) -> runspec.WorkerSpec:
@@ -154,6 +162,7 @@ def _attempt_spec(
         resume_step=record.resumed_from_step or None,
         fresh_start=record.resumed_from_step == 0,
         rollback_to=record.rollback_to,
+        mtbf_seconds=_mtbf(seen, status),
     )
     fault = _fault(seen.body, number, enabled=faults)
     return runspec.for_attempt(seen.spec, attempt, chosen, fault)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from trainkube.api.evaljob import GateResult, MetricResult
-from trainkube.api.status import Attempt, CheckpointRecord, Progress
+from trainkube.api.status import Attempt, CheckpointInterval, CheckpointRecord, Progress
 
 
 def progress(report: dict[str, Any], now: str) -> Progress | None:
@@ -28,6 +28,15 @@ def progress(report: dict[str, Any], now: str) -> Progress | None:
         tokens_per_second=progress.get("tokensPerSecond"),
         updated=progress.get("updated") or now,
     )
+
+
+def interval(report: dict[str, Any]) -> CheckpointInterval | None:
+    """The interval the trainer chose (interval auto), as it reported it."""
+    found = (report.get("progress.json") or {}).get("checkpointInterval")
+    try:
+        return CheckpointInterval.model_validate(found) if found else None
+    except ValueError:
+        return None
 
 
 def checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[CheckpointRecord]:

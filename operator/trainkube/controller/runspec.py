@@ -17,7 +17,7 @@ from trainkube.api.model import ModelSource
 from trainkube.api.refs import JobOutputRef, VolumePath
 from trainkube.api.status import Output as OutputStatus
 from trainkube.api.tracking import Tracking
-from trainkube.controller import layout, naming
+from trainkube.controller import interval, layout, naming
 from trainkube.planner.plan import Plan as PlannerPlan
 from trainkube.runconfig import (
     CheckpointPolicy,
@@ -176,6 +176,7 @@ class Attempt:
     resume_step: int | None = None
     fresh_start: bool = False
     rollback_to: int | None = None  # a rollback attempt: the step it goes back to
+    mtbf_seconds: float | None = None  # interval auto: the MTBF refined by the job's history
 
 
 def worker_spec(
@@ -219,7 +220,11 @@ def worker_spec(
     if checkpoints is not None:
         policy = CheckpointPolicy(
             directory=spec.writable(checkpoints, layout.CHECKPOINTS),
-            interval=js.checkpoints.interval,
+            # auto: the trainer chooses (Young-Daly) for the MTBF given; 500 until it can.
+            interval=js.checkpoints.interval if isinstance(js.checkpoints.interval, int) else 500,
+            auto_mtbf_seconds=None
+            if isinstance(js.checkpoints.interval, int)
+            else interval.prior_seconds(js.checkpoints.mtbf_hours, job.spec.resources.nodes),
             keep_last=js.checkpoints.keep_last,
             keep_every=js.checkpoints.keep_every,
             resume=not attempt.fresh_start,
@@ -311,6 +316,9 @@ def for_attempt(
                 "resume": not attempt.fresh_start,
                 "resume_step": attempt.resume_step,
                 "abandon_after": attempt.rollback_to,
+                "auto_mtbf_seconds": attempt.mtbf_seconds
+                if config.checkpoints.auto_mtbf_seconds is not None and attempt.mtbf_seconds
+                else config.checkpoints.auto_mtbf_seconds,
             }
         )
     if config.recovery is not None:

@@ -447,6 +447,9 @@ def derive(
         step.updates["progress"] = progress
     step.attempts = report.with_resume_step(step.attempts, observed.report)
     step.attempts = report.with_steps(step.attempts, observed.report)
+    chosen = report.interval(observed.report)
+    if chosen is not None:
+        step.updates["checkpoint_interval"] = chosen
     step.updates["checkpoints"] = report.checkpoints(observed.report, list(current.checkpoints))
     left = _deadline_left(current, observed, suspended_seconds)
     if left is not None and left < 0:
