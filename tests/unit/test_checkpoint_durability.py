@@ -12,7 +12,7 @@ import pytest
 import torch
 from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
 
-from trainkube_trainer.digests import CHUNK, hash_file, write_hashed
+from trainkube_trainer.digests import CHUNK, READ_CHUNK, hash_file, write_hashed
 from trainkube_trainer.durable import Durable
 from trainkube_trainer.shards import recording, written_outside_engine
 
@@ -74,7 +74,7 @@ def test_digest_taken_while_torch_saves_is_the_digest_of_the_file_and_it_is_fsyn
 
 
 def test_hash_file_matches_hashlib_over_several_chunks(tmp_path: Path) -> None:
-    data = os.urandom(2 * CHUNK + 12345)
+    data = os.urandom(3 * READ_CHUNK + 12345)
     (tmp_path / "f").write_bytes(data)
     assert hash_file(tmp_path / "f") == (hashlib.sha256(data).hexdigest(), len(data))
 

@@ -4,13 +4,14 @@
 and fsyncs the file: the digest comes from the same bytes `write` was given, so a file is never
 read back to be hashed. Each slice is hashed on a helper thread while the calling thread
 writes it (hashlib and file writes both release the GIL), and the slice is released only when
-both are done. `hash_file` is the fallback for a file some other code wrote: it reads the file
-once, in large chunks.
+both are done. `hash_file` reads a file once, sequentially: for the few files other code
+writes, and to verify a checkpoint on resume.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from typing import IO, Any, cast
 
 from trainkube_trainer.durable import Durable
 
-CHUNK = 16 << 20
+CHUNK = 16 << 20  # written and hashed at a time
 SMALL = 1 << 20
+READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,16 @@ def write_hashed(
 
 
 def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 and size of `path`, read once in large chunks."""
+    """sha256 and size of `path`, read once, sequentially.
+
+    In 1 MiB reads: the kernel's readahead then keeps the disk busy while a chunk is hashed;
+    16 MiB reads, larger than the readahead window, left it idle (two ranks verifying from a
+    cold cache here: 500-600 MB/s each, against 800-870 MB/s with 1 MiB)."""
     digest, size = hashlib.sha256(), 0
-    buffer = bytearray(CHUNK)
+    buffer = bytearray(READ_CHUNK)
     view = memoryview(buffer)
     with path.open("rb", buffering=0) as handle:
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         while count := handle.readinto(view):
             digest.update(view[:count])
             size += count
