@@ -2,16 +2,24 @@
 ZeRO-2), before and after the checkpoints were made durable and parallel, against the disk's
 own sequential write bandwidth measured in the same run.
 
-    .venv/bin/python -m tests.benchmarks.checkpoint_io [--gigabytes 1.0] [--repeats 3]
+    .venv/bin/python -m tests.benchmarks.checkpoint_io [--gigabytes 1.0] [--repeats 6]
 
-"Before" is trainer/trainkube_trainer/checkpoints.py as it was at commit BEFORE, read from git
-into a temporary folder and imported from there: ranks write their shards (page cache, no
-fsync), then rank 0 alone hashes every file and publishes; on resume rank 0 alone re-hashes
-everything. Its save ends before the data is on the disk, so "before, then fsync" adds the
-time rank 0 then takes to fsync every file: the same durability as "after". "After" is the
-current CheckpointManager. Verification is timed cold (every file fsynced and dropped from
-the page cache with posix_fadvise first), as after a restart, and warm. The disk reference
-is `dd if=/dev/zero bs=16M conv=fsync` of the same size on the same file system.
+Three ways to save the same engine, in rotating order each repeat:
+- "deepspeed": `engine.save_checkpoint` alone (page cache, no manifest, no fsync): the floor
+  for anything built on DeepSpeed's save.
+- "before": trainer/trainkube_trainer/checkpoints.py as it was at commit BEFORE, read from git
+  into a temporary folder and imported from there: the ranks write their shards, then rank 0
+  alone hashes every file and publishes; on resume rank 0 alone re-hashes everything. Its save
+  ends before the data is on the disk, so it is also timed with rank 0 then fsyncing every
+  file ("before, then fsync"): the durability "after" has.
+- "after": the current CheckpointManager.
+Verification (finding the newest good checkpoint, as a resume does) is timed cold (every file
+fsynced and dropped from the page cache with posix_fadvise first) and warm.
+
+The disk's reference, before each repeat: one process writing as many bytes as a checkpoint
+holds, 16 MiB at a time (random bytes), then fsync. Not `dd if=/dev/zero`: this VM's disk
+handles zeros differently (dd gave 390 to 1,440 MB/s back to back while random data gave a
+steady 1,500 MB/s).
 
 Prints a table and writes tests/benchmarks/results/checkpoint-io.json. Numbers, not
 assertions: they move with the machine and whatever else runs on it.
@@ -49,20 +57,14 @@ BYTES_PER_PARAMETER = 16  # fp32 weights (model states) + fp32 master, exp_avg, 
 MB = 1e6
 
 
-def disk_write(folder: Path, blocks: int) -> None:
-    """dd writing `blocks` x 16 MiB with fsync at the end (the disk's reference)."""
-    subprocess.run(
-        [
-            "dd",
-            "if=/dev/zero",
-            f"of={folder / 'dd.bin'}",
-            "bs=16M",
-            f"count={blocks}",
-            "conv=fsync",
-        ],
-        check=True,
-        capture_output=True,
-    )
+def disk_write(path: Path, blocks: int) -> None:
+    """Write `blocks` x 16 MiB of random bytes to `path`, then fsync (the disk's reference)."""
+    block = os.urandom(16 << 20)
+    with path.open("wb") as handle:
+        for _ in range(blocks):
+            handle.write(block)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _files(folder: Path) -> list[Path]:
@@ -173,6 +175,13 @@ def measure(manager: Any, engine: Any, folder: Path, *, step: int, old: bool) ->
     return row
 
 
+def measure_deepspeed(engine: Any, folder: Path) -> dict[str, Any]:
+    """DeepSpeed's save_checkpoint alone."""
+    seconds, _ = _timed(partial(engine.save_checkpoint, str(folder), tag="ds"))
+    size = sum(p.stat().st_size for p in _files(folder))
+    return {"bytes": size, "saveSeconds": round(seconds, 3)}
+
+
 def worker(args: argparse.Namespace) -> None:
     from trainkube_trainer.checkpoints import CheckpointManager  # noqa: PLC0415
     from trainkube_trainer.distributed import start  # noqa: PLC0415
@@ -181,25 +190,35 @@ def worker(args: argparse.Namespace) -> None:
     root = Path(args.directory)
     before = import_before(root / "checkpoints_before.py")
     engine = _engine(args.layers)
+    sides = ["deepspeed", "before", "after"]
     rows: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         # The disk's reference in the same minute as the saves it is compared with.
-        disk, _ = _timed(partial(_on_main, partial(disk_write, root, args.blocks), env.is_main))
+        reference = partial(disk_write, root / "disk.bin", args.blocks)
+        disk, _ = _timed(partial(_on_main, reference, env.is_main))
         row: dict[str, Any] = {"diskMBps": round(args.blocks * (16 << 20) / MB / disk)}
-        (root / "dd.bin").unlink(missing_ok=True)
-        sides = [("before", before.CheckpointManager), ("after", CheckpointManager)]
-        for name, manager_class in sides if repeat % 2 == 0 else reversed(sides):
-            manager = manager_class(root / name, rank=env.rank, keep_last=1, keep_every=0)
-            row[name] = measure(manager, engine, root / name, step=repeat + 1, old=name == "before")
+        if env.is_main:
+            (root / "disk.bin").unlink()
+        for name in sides[repeat % 3 :] + sides[: repeat % 3]:
+            time.sleep(2)  # let the disk settle after the previous side's writes
+            if name == "deepspeed":
+                row[name] = measure_deepspeed(engine, root / name)
+            else:
+                manager_class = before.CheckpointManager if name == "before" else CheckpointManager
+                manager = manager_class(root / name, rank=env.rank, keep_last=1, keep_every=0)
+                row[name] = measure(
+                    manager, engine, root / name, step=repeat + 1, old=name == "before"
+                )
             row[name]["fractionOfDisk"] = round(
                 row[name]["bytes"] / MB / row[name]["saveSeconds"] / row["diskMBps"], 2
             )
+            torch.distributed.barrier()
+            if env.is_main:
+                fsync_all(root / name)  # leave no dirty data for the next side
+                shutil.rmtree(root / name)
         if env.is_main:
             print(json.dumps(row), flush=True)
             rows.append(row)
-            for name, _ in sides:
-                shutil.rmtree(root / name)
-        torch.distributed.barrier()
     if env.is_main:
         (root / "worker.json").write_text(json.dumps(rows))
 
@@ -217,7 +236,7 @@ def _median(rows: list[dict[str, Any]], side: str, key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gigabytes", type=float, default=1.0, help="checkpoint size at least")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--directory", help="where to write (default: a folder under /tmp)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--layers", type=int, default=0, help=argparse.SUPPRESS)
@@ -261,23 +280,25 @@ def main() -> None:
     size = rows[0]["after"]["bytes"]
     disk_mbs = statistics.median(r["diskMBps"] for r in rows)
     summary: dict[str, Any] = {"diskMBps": round(disk_mbs)}
-    for side in ("before", "after"):
+    for side in ("deepspeed", "before", "after"):
         save = _median(rows, side, "saveSeconds")
         summary[side] = {
             "saveSeconds": save,
             "saveMBps": round(size / MB / save),
             "saveFractionOfDisk": _median(rows, side, "fractionOfDisk"),
-            "verifyColdSeconds": _median(rows, side, "verifyColdSeconds"),
-            "verifyWarmSeconds": _median(rows, side, "verifyWarmSeconds"),
         }
+        if side != "deepspeed":
+            summary[side]["verifyColdSeconds"] = _median(rows, side, "verifyColdSeconds")
+            summary[side]["verifyWarmSeconds"] = _median(rows, side, "verifyWarmSeconds")
     synced = _median(rows, "before", "saveThenFsyncSeconds")
     summary["before"]["saveThenFsyncSeconds"] = synced
     summary["before"]["saveThenFsyncMBps"] = round(size / MB / synced)
     report = {
         "what": f"ZeRO-2 checkpoint of {layers} Linear({HIDDEN}, {HIDDEN}) layers "
         f"({size / 1e9:.2f} GB: model states + AdamW states), 2 CPU ranks (gloo); "
-        f"medians of {args.repeats} repeats, each with its own dd reference "
-        f"({blocks} x 16 MiB, conv=fsync); before = checkpoints.py at {BEFORE[:7]}",
+        f"medians of {args.repeats} repeats, each with its own disk reference "
+        f"({blocks} x 16 MiB of random bytes, then fsync); before = checkpoints.py at "
+        f"{BEFORE[:7]}; deepspeed = save_checkpoint alone (no hashing, no fsync)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work: "
         f"load average {os.getloadavg()[0]:.1f} at the end, "
         f"io pressure (some avg60) {pressure_at_start} at the start, {_io_pressure()} at the end",
@@ -287,13 +308,18 @@ def main() -> None:
         "rows": rows,
     }
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"checkpoint {size / 1e9:.2f} GB, disk (dd) {disk_mbs:.0f} MB/s")
-    print(f"{'':>8} {'save s':>7} {'MB/s':>6} {'of disk':>7} {'verify cold':>11} {'warm':>6}")
-    for side in ("before", "after"):
+    print(f"checkpoint {size / 1e9:.2f} GB, disk {disk_mbs:.0f} MB/s (one writer, fsync)")
+    print(f"{'':>10} {'save s':>7} {'MB/s':>6} {'of disk':>7} {'verify cold':>11} {'warm':>6}")
+    for side in ("deepspeed", "before", "after"):
         s = summary[side]
-        print(
-            f"{side:>8} {s['saveSeconds']:>7.2f} {s['saveMBps']:>6} {s['saveFractionOfDisk']:>7}"
+        verify = (
             f" {s['verifyColdSeconds']:>11.2f} {s['verifyWarmSeconds']:>6.2f}"
+            if "verifyColdSeconds" in s
+            else ""
+        )
+        print(
+            f"{side:>10} {s['saveSeconds']:>7.2f} {s['saveMBps']:>6} {s['saveFractionOfDisk']:>7}"
+            + verify
         )
     print(f"before, then fsync of every file: {synced:.2f} s, {size / MB / synced:.0f} MB/s")
 
