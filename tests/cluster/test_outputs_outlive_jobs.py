@@ -5,6 +5,7 @@ job, and a later consumer fails naming it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -91,13 +92,44 @@ def test_a_model_outlives_its_job_and_a_fine_tune_created_after_the_deletion_use
 def test_a_consumer_of_a_deleted_job_whose_claim_went_with_it_fails_naming_the_claim(
     api_client: Any, crds: LocalCluster, namespace: str
 ) -> None:
+    # KWOK's GPU nodes cannot use the local class's node-bound volumes: a volume of class
+    # manual, made for the claim the operator will create, binds it anywhere.
+    claim = "base-ltj-checkpoints"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{namespace}-{claim}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "manual",
+            "hostPath": {"path": f"/tmp/trainkube-pv/{namespace}-{claim}"},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    crds.kubectl("apply", "-f", "-", input_text=json.dumps(volume))
     base = _training_job(
         "base",
         nodes_=1,
         gpus=1,
         ttlSecondsAfterFinished=0,
-        checkpoints={"createVolume": {"size": "1Gi", "whenJobDeleted": "Delete"}},
+        checkpoints={
+            "createVolume": {
+                "size": "1Gi",
+                "storageClassName": "manual",
+                "whenJobDeleted": "Delete",
+            }
+        },
     )
+    try:
+        _consumer_of_a_job_gone_with_its_claim(api_client, crds, namespace, base)
+    finally:
+        crds.kubectl("delete", "persistentvolume", f"{namespace}-{claim}", "--ignore-not-found")
+
+
+def _consumer_of_a_job_gone_with_its_claim(
+    api_client: Any, crds: LocalCluster, namespace: str, base: dict[str, Any]
+) -> None:
     apply_manifests(crds, namespace, base)
     _wait_condition(api_client, namespace, "base", "Running")
     for pod in _pods(api_client, namespace, "base"):

@@ -98,3 +98,12 @@ def test_attempt_jobs_fail_at_once_on_a_disrupted_worker() -> None:
             }
         ]
     }
+
+
+def test_a_worker_being_evicted_ends_the_attempt_before_it_terminates() -> None:
+    evicting = _evicted(1)
+    evicting["status"]["phase"] = "Running"  # deleted, still shutting down
+    evicting["status"]["containerStatuses"] = [{"state": {"running": {}}}]
+    decision = _derive(_running(), attempt_job=_batch_job(), pods=[_pod(0, "Running"), evicting])
+    assert decision.status.attempts[0].reason == "Disrupted"
+    assert 1 in decision.delete_attempts

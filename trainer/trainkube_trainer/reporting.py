@@ -168,8 +168,12 @@ class Reporter:
             _write_atomically(self.directory / "progress.json", document)
             if self.sink is not None:
                 self.sink.send({"progress.json": document, "result.json": result})
-        if TERMINATION_LOG.parent.exists() and os.access(TERMINATION_LOG.parent, os.W_OK):
-            summary = {k: result[k] for k in ("outcome", "exitCode", "step", "loss") if k in result}
+        # The kubelet makes the file (writable by the container's user) in a cluster only.
+        if TERMINATION_LOG.exists() and os.access(TERMINATION_LOG, os.W_OK):
+            keys = ("outcome", "exitCode", "step", "loss", "error")
+            summary = {k: result[k] for k in keys if k in result}
+            if isinstance(summary.get("error"), str):
+                summary["error"] = summary["error"][:2000]  # the kubelet keeps 4 KiB at most
             with contextlib.suppress(OSError):
                 TERMINATION_LOG.write_text(secrets.redact(json.dumps(summary)))
         log("result", outcome=outcome, exit_code=exit_code, **fields)

@@ -64,8 +64,13 @@ def started_at(pods: list[dict[str, Any]]) -> str | None:
 
 
 def attempt_failed(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> bool:
-    """Whether an attempt's batch Job failed, or any of its workers did."""
-    return bool(job_condition(job, "Failed")) or any(phase(p) == "Failed" for p in pods)
+    """Whether an attempt's batch Job failed, or any of its workers did or is being disrupted
+    (evicted, preempted: it will not come back, and the gang cannot go on without it)."""
+    return (
+        bool(job_condition(job, "Failed"))
+        or any(phase(p) == "Failed" for p in pods)
+        or disruption(None, pods) is not None
+    )
 
 
 def disruption(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> str | None:
