@@ -124,3 +124,20 @@ def test_a_secret_the_kubelet_cannot_mount_is_named_in_its_words() -> None:
     assert running.reason == "SecretNotFound"
     assert f"worker 0 (w-0) cannot mount a Secret: {message}" in running.message
     assert "create the Secret" in running.message
+
+
+def test_workers_of_one_attempt_prefer_distinct_nodes_unless_the_template_places_them() -> None:
+    manifest = children.worker_job(PRETRAIN, JOB, attempt=2, spec=_spec(JOB), image="t:1")
+    [term] = manifest["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
+        "trainkube.io/job": "tiny-pretrain",
+        "trainkube.io/kind": "LLMTrainingJob",
+        "trainkube.io/attempt": "2",
+    }
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    body, job = _with_template(affinity=own)
+    placed = children.worker_job(body, job, attempt=1, spec=_spec(job), image="t:1")
+    assert placed["spec"]["template"]["spec"]["affinity"] == own

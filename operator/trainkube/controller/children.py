@@ -238,6 +238,26 @@ def worker_command(body: dict[str, Any], *, attempt: int, resources: Resources) 
     ]
 
 
+def _spread(pod_labels: dict[str, str]) -> dict[str, Any]:
+    """Preferred anti-affinity between the workers of one attempt, per node."""
+    selector = {
+        k: pod_labels[k] for k in (naming.JOB_LABEL, naming.KIND_LABEL, naming.ATTEMPT_LABEL)
+    }
+    return {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": selector},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
+        }
+    }
+
+
 def worker_job(
     body: dict[str, Any],
     job: Job,
@@ -286,8 +306,9 @@ def worker_job(
         pod_spec["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:
         pod_spec["tolerations"] = [t.to_wire() for t in template.tolerations]
-    if template.affinity:
-        pod_spec["affinity"] = template.affinity
+    # One worker per node where the cluster can: a worker is a node's worth of the job
+    # (gpusPerNode). Preferred, not required, so workers that fit one node still run there.
+    pod_spec["affinity"] = template.affinity or _spread(pod_labels)
     if template.priority_class_name:
         pod_spec["priorityClassName"] = template.priority_class_name
     meta = _meta(body, naming.attempt_job_name(kind, name, attempt), WORKER)
