@@ -213,13 +213,14 @@ def test_more_spikes_than_max_rollbacks_end_in_failed(
     assert status["rollbacks"] == []
 
 
+@pytest.mark.parametrize("interruption", ["suspend", "worker-killed"])
 @pytest.mark.usefixtures("operator")
-def test_after_a_rollback_a_suspend_and_resume_continues_the_current_timeline(
-    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
+def test_after_a_rollback_the_next_attempt_continues_the_current_timeline(
+    api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str, interruption: str
 ) -> None:
-    """The case that once restarted from step 0: after rolling back to step 30, the job is
-    suspended at step 60 or later and resumed; the next attempt resumes from the newest
-    checkpoint of the new timeline, not the rollback target and not step 0."""
+    """The cases that once restarted from step 0 or the rollback target: after rolling back to
+    step 30, at step 70 or later the job is suspended and resumed, or a worker is killed; the
+    next attempt resumes from the newest checkpoint of the new timeline."""
     manifest = _real_job("lineage", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
     manifest["spec"]["training"]["maxSteps"] = 600
     _apply(crds, namespace, manifest)
@@ -232,27 +233,25 @@ def test_after_a_rollback_a_suspend_and_resume_continues_the_current_timeline(
 
     wait_for(far_enough, timeout_s=300, interval_s=0.5)
     patch = client.CustomObjectsApi(api_client).patch_namespaced_custom_object
-    patch(
-        "trainkube.io",
-        "v1alpha1",
-        namespace,
-        "llmtrainingjobs",
-        "lineage",
-        {"spec": {"suspend": True}},
-    )
-    _wait_condition(api_client, namespace, "lineage", "Suspended", timeout_s=120)
-    patch(
-        "trainkube.io",
-        "v1alpha1",
-        namespace,
-        "llmtrainingjobs",
-        "lineage",
-        {"spec": {"suspend": False}},
-    )
+
+    def suspend(value: bool) -> None:
+        body = {"spec": {"suspend": value}}
+        patch("trainkube.io", "v1alpha1", namespace, "llmtrainingjobs", "lineage", body)
+
+    if interruption == "suspend":
+        suspend(True)
+        _wait_condition(api_client, namespace, "lineage", "Suspended", timeout_s=120)
+        suspend(False)
+    else:
+        victim = _attempt_pods(api_client, namespace, "lineage", 2)[-1]
+        client.CoreV1Api(api_client).delete_namespaced_pod(
+            victim.metadata.name, namespace, grace_period_seconds=0
+        )
     done = _finished(api_client, namespace, "lineage")
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     first, second, third = done["attempts"][:3]
-    assert (first["reason"], second["reason"]) == ("Diverged", "Suspended")
+    assert first["reason"] == "Diverged"
+    assert second["reason"] == ("Suspended" if interruption == "suspend" else "WorkerFailed")
     assert second["rollbackTo"] == 30
     assert third.get("rollbackTo") is None
     resumed = third["resumedFromStep"]  # as attempt 3's trainer reported it

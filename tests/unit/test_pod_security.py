@@ -137,7 +137,7 @@ def test_workers_of_one_attempt_prefer_distinct_nodes_unless_the_template_places
         "trainkube.io/kind": "LLMTrainingJob",
         "trainkube.io/attempt": "2",
     }
-    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    own: dict[str, Any] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
     body, job = _with_template(affinity=own)
     placed = children.worker_job(body, job, attempt=1, spec=_spec(job), image="t:1")
     assert placed["spec"]["template"]["spec"]["affinity"] == own
