@@ -54,20 +54,16 @@ def test_write_json_fsyncs_the_file_it_wrote(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("zipfile", [True, False])
-def test_digest_taken_while_torch_saves_is_the_digest_of_the_file_and_it_is_fsynced(
+def test_digest_taken_while_torch_saves_is_the_digest_of_the_file(
     tmp_path: Path, zipfile: bool
 ) -> None:
-    fsyncs = Fsyncs()
     # Larger than one chunk, so the hashing thread and the writes interleave.
     state: dict[str, Any] = {"big": torch.randn(CHUNK // 4 + 1000), "step": 7}
     path = tmp_path / "shard.pt"
     sha256, size = write_hashed(
-        path,
-        lambda out: torch.save(state, out, _use_new_zipfile_serialization=zipfile),
-        durable=Durable(fsync=fsyncs),
+        path, lambda out: torch.save(state, out, _use_new_zipfile_serialization=zipfile)
     )
     assert (sha256, size) == (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
-    assert fsyncs.paths == [str(path)]
     loaded = torch.load(path)
     assert torch.equal(loaded["big"], state["big"])
     assert loaded["step"] == 7
@@ -91,7 +87,8 @@ class FakeDeepSpeedEngine:
     def save_checkpoint(self, save_dir: str, tag: str) -> None:
         folder = Path(save_dir) / tag
         self.checkpoint_engine.makedirs(folder, exist_ok=True)
-        self.checkpoint_engine.save({"w": torch.ones(3)}, str(folder / "model_states.pt"))
+        self.checkpoint_engine.save(state_dict={"w": torch.ones(3)}, path=str(folder / "m.pt"))
+        self.checkpoint_engine.save(state_dict={"w": torch.ones(4)}, path=str(folder / "o.pt"))
         if self.global_rank == 0:
             (Path(save_dir) / "latest").write_text(tag)
 
@@ -99,7 +96,7 @@ class FakeDeepSpeedEngine:
         return False
 
 
-def test_recording_hashes_and_fsyncs_what_the_engine_saves_and_restores_the_engine(
+def test_recording_hashes_what_the_engine_saves_and_fsyncs_it_before_the_block_ends(
     tmp_path: Path,
 ) -> None:
     fsyncs = Fsyncs()
@@ -108,11 +105,10 @@ def test_recording_hashes_and_fsyncs_what_the_engine_saves_and_restores_the_engi
     with recording(engine, root=tmp_path, rank=0, durable=Durable(fsync=fsyncs)) as recorder:
         engine.save_checkpoint(str(tmp_path), "ds")
     assert engine.checkpoint_engine is original
-    [digest] = recorder.written
-    shard = tmp_path / "ds" / "model_states.pt"
-    assert (digest.name, digest.rank) == ("ds/model_states.pt", 0)
-    assert (digest.sha256, digest.bytes) == hash_file(shard)
-    assert fsyncs.paths == [str(shard)]
+    shards = [tmp_path / "ds" / "m.pt", tmp_path / "ds" / "o.pt"]
+    assert [(d.name, d.rank) for d in recorder.written] == [("ds/m.pt", 0), ("ds/o.pt", 0)]
+    assert [(d.sha256, d.bytes) for d in recorder.written] == [hash_file(s) for s in shards]
+    assert sorted(fsyncs.paths) == [str(s) for s in shards]  # all done when the block ends
     assert written_outside_engine(engine, root=tmp_path, tag="ds") == [tmp_path / "latest"]
 
 

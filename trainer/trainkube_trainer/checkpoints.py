@@ -183,7 +183,8 @@ class CheckpointManager:
     def _save_rng(self, partial: Path) -> FileDigest:
         path = partial / f"rng-rank{self.rank}.pt"
         state = torch.get_rng_state()
-        sha256, size = write_hashed(path, lambda out: torch.save(state, out), durable=self.durable)
+        sha256, size = write_hashed(path, lambda out: torch.save(state, out))
+        self.durable.sync(path)
         return FileDigest(path.name, sha256, size, self.rank)
 
     def _publish(

@@ -1,7 +1,7 @@
 """sha256 of checkpoint files, computed from the bytes on their way to the disk.
 
-`write_hashed` opens a file, lets a serializer (`torch.save`) write into a `HashingWriter`,
-and fsyncs the file: the digest comes from the same bytes `write` was given, so a file is never
+`write_hashed` creates a file and lets a serializer (`torch.save`) write into a
+`HashingWriter`: the digest comes from the same bytes `write` was given, so a file is never
 read back to be hashed. Each slice is hashed on a helper thread while the calling thread
 writes it (hashlib and file writes both release the GIL), and the slice is released only when
 both are done. `hash_file` reads a file once, sequentially: for the few files other code
@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
-
-from trainkube_trainer.durable import Durable
 
 CHUNK = 16 << 20  # written and hashed at a time
 SMALL = 1 << 20
@@ -63,16 +61,13 @@ class HashingWriter:
         self.handle.flush()
 
 
-def write_hashed(
-    path: Path, serialize: Callable[[IO[bytes]], None], *, durable: Durable
-) -> tuple[str, int]:
-    """Create `path` with what `serialize` writes, fsync it; its sha256 and size.
-    `serialize` gets a write-only file object (write and flush, no seek, no fileno)."""
+def write_hashed(path: Path, serialize: Callable[[IO[bytes]], None]) -> tuple[str, int]:
+    """Create `path` with what `serialize` writes; its sha256 and size. `serialize` gets a
+    write-only file object (write and flush, no seek, no fileno). Not fsynced: the caller
+    decides when (see `shards`)."""
     with ThreadPoolExecutor(1) as hasher, path.open("wb") as handle:
         writer = HashingWriter(handle, hasher)
         serialize(cast(IO[bytes], writer))
-        handle.flush()
-        durable.fsync(handle.fileno())
     return writer.digest.hexdigest(), writer.bytes
 
 

@@ -6,8 +6,10 @@ DeepSpeed's `save_checkpoint` writes every state dict through its engine's
 rank's ZeRO optimizer partition. That is the one place DeepSpeed lets a caller decide how a
 file is written, so for the length of one save `recording` puts a `RecordingEngine` there: it
 runs the same `torch.save` into a `HashingWriter` (the digest comes from the bytes being
-written, nothing is read back), fsyncs the file, and records its name, digest and size. Every
-other call goes to DeepSpeed's own engine.
+written, nothing is read back) and records the file's name, digest and size. Each file is
+fsynced on a helper thread as soon as it is closed, so the disk takes one file while DeepSpeed
+serializes the next (the fsync touches no tensor); `recording` waits for every fsync before it
+ends. Every other call goes to DeepSpeed's own engine.
 
 A few files DeepSpeed writes by other means, so they cannot be hashed while written: on global
 rank 0 `latest` (with `open`) and the recovery scripts `zero_to_fp32.py` and `zero_to_torch.py`
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,12 +39,16 @@ RANK0_FILES = ("latest", "zero_to_fp32.py", "zero_to_torch.py")  # beside the ta
 class RecordingEngine:
     """Stands in for DeepSpeed's checkpoint engine during one save; see the module doc."""
 
-    def __init__(self, inner: Any, *, root: Path, rank: int, durable: Durable) -> None:
+    def __init__(
+        self, inner: Any, *, root: Path, rank: int, durable: Durable, syncer: ThreadPoolExecutor
+    ) -> None:
         self.inner = inner
         self.root = root
         self.rank = rank
         self.durable = durable
+        self.syncer = syncer
         self.written: list[FileDigest] = []
+        self.syncing: list[Future[None]] = []
 
     def save(self, state_dict: Any, path: str) -> None:
         target = Path(path)
@@ -50,8 +57,9 @@ class RecordingEngine:
             sha256, size = write_hashed(
                 target,
                 lambda out: torch.save(state_dict, out, _use_new_zipfile_serialization=zipfile),
-                durable=self.durable,
             )
+            # On the disk while DeepSpeed serializes the next file; `recording` waits for it.
+            self.syncing.append(self.syncer.submit(self.durable.sync, target))
             self.written.append(self._digest(target, sha256, size))
         else:  # an engine the trainer never configures: let it write, then read the file once
             self.inner.save(state_dict, path)
@@ -77,7 +85,8 @@ def hash_and_sync(path: Path, root: Path, rank: int, durable: Durable) -> FileDi
 
 @contextmanager
 def recording(engine: Any, *, root: Path, rank: int, durable: Durable) -> Iterator[RecordingEngine]:
-    """Record (hash, fsync) what `engine.save_checkpoint` writes on this rank."""
+    """Record (hash, fsync) what `engine.save_checkpoint` writes on this rank; when the block
+    ends without an error, every file recorded is on the disk."""
     inner = engine.checkpoint_engine
     if inner.is_decoupled():
         raise ValueError(
@@ -85,12 +94,15 @@ def recording(engine: Any, *, root: Path, rank: int, durable: Durable) -> Iterat
             "returns, so its files cannot be hashed and published; remove checkpoint.writer "
             "from the DeepSpeed config"
         )
-    recorder = RecordingEngine(inner, root=root, rank=rank, durable=durable)
-    engine.checkpoint_engine = recorder
-    try:
-        yield recorder
-    finally:
-        engine.checkpoint_engine = inner
+    with ThreadPoolExecutor(1, thread_name_prefix="checkpoint-fsync") as syncer:
+        recorder = RecordingEngine(inner, root=root, rank=rank, durable=durable, syncer=syncer)
+        engine.checkpoint_engine = recorder
+        try:
+            yield recorder
+            for synced in recorder.syncing:
+                synced.result()
+        finally:
+            engine.checkpoint_engine = inner
 
 
 def written_outside_engine(engine: Any, *, root: Path, tag: str) -> list[Path]:
