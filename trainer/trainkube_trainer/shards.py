@@ -51,8 +51,10 @@ class RecordingEngine:
         self.syncing: list[Future[None]] = []
 
     def save(self, state_dict: Any, path: str) -> None:
+        from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine  # noqa: PLC0415
+
         target = Path(path)
-        if type(self.inner).__name__ == "TorchCheckpointEngine":
+        if type(self.inner) is TorchCheckpointEngine:  # a subclass may write differently
             zipfile = bool(self.inner.zipfile_serialization)
             sha256, size = write_hashed(
                 target,
