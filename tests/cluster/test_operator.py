@@ -235,22 +235,28 @@ def test_a_job_that_cannot_fit_fails_with_the_numbers(
     assert not client.BatchV1Api(api_client).list_namespaced_job(namespace).items
 
 
-def _bound_claim(cluster: LocalCluster, namespace: str, name: str) -> None:
-    """A claim bound to a hostPath volume (the local cluster has no storage provisioner)."""
-    volume = f"{namespace}-{name}"
-    manifests = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "manual",
-                "hostPath": {"path": f"/tmp/trainkube-pv/{volume}"},
-                "claimRef": {"namespace": namespace, "name": name},
-            },
+def manual_volume(namespace: str, claim: str) -> dict[str, Any]:
+    """A hostPath volume of class manual made for one claim: it binds on any node, KWOK's too
+    (the local class's volumes are bound to the real CPU node)."""
+    volume = f"{namespace}-{claim}"
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": volume},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "manual",
+            "hostPath": {"path": f"/tmp/trainkube-pv/{volume}"},
+            "claimRef": {"namespace": namespace, "name": claim},
         },
+    }
+
+
+def _bound_claim(cluster: LocalCluster, namespace: str, name: str) -> None:
+    """A claim bound to a hostPath volume of class manual."""
+    manifests = [
+        manual_volume(namespace, name),
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",

@@ -19,6 +19,7 @@ from tests.cluster.test_operator import (
     _pods,
     _training_job,
     _wait_condition,
+    manual_volume,
 )
 from tests.conftest import wait_for
 from tests.localcluster.cluster import LocalCluster
@@ -95,18 +96,7 @@ def test_a_consumer_of_a_deleted_job_whose_claim_went_with_it_fails_naming_the_c
     # KWOK's GPU nodes cannot use the local class's node-bound volumes: a volume of class
     # manual, made for the claim the operator will create, binds it anywhere.
     claim = "base-ltj-checkpoints"
-    volume = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{namespace}-{claim}"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "storageClassName": "manual",
-            "hostPath": {"path": f"/tmp/trainkube-pv/{namespace}-{claim}"},
-            "claimRef": {"namespace": namespace, "name": claim},
-        },
-    }
+    volume = manual_volume(namespace, claim)
     crds.kubectl("apply", "-f", "-", input_text=json.dumps(volume))
     base = _training_job(
         "base",
