@@ -33,8 +33,12 @@ def _write_atomically(path: Path, data: dict[str, Any]) -> None:
 
 
 def log(event: str, **fields: Any) -> None:
-    """One structured log line on stdout."""
-    print(json.dumps({"time": now(), "event": event, **fields}, default=str), flush=True)
+    """One structured log line on stdout, written whole in one call: the ranks share the
+    launcher's stdout, and the workers run unbuffered (`python -u`), where print's separate
+    newline let another rank's line land in the middle."""
+    line = json.dumps({"time": now(), "event": event, **fields}, default=str)
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 TERMINATION_LOG = Path("/dev/termination-log")
