@@ -2,7 +2,9 @@
 
 kind and the container runtime make the node containers and their volumes (kind deletes those),
 a network (`kind`, kept by kind for the next cluster) with, under podman, a dnsmasq for its names
-(dnsname) and iptables chains and rules for it; IP forwarding is turned on; and kind needs
+(dnsname) and iptables chains and rules for it; IP forwarding is turned on, and the nodes'
+kubelets set the host kernel's sysctls (panic_on_oops, overcommit...: the local node's record
+of them is reused); and kind needs
 /lib/modules to exist, which this VM lacks. `begin` records what was there before; `restore`
 removes what was not, after the cluster is deleted; `leftovers` lists what is still there.
 """
@@ -21,10 +23,10 @@ from typing import Any
 
 from tests.kind.settings import Settings
 from tests.localcluster import hostnet
+from tests.localcluster import hoststate as localhost
 
 NETWORK = "kind"  # kind's fixed network name
 LIB_MODULES = Path("/lib/modules")
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 # The comment podman's CNI rules carry for a network (iptables-save escapes the quotes).
 NETWORK_COMMENT = re.compile(rf'name: \\?"{NETWORK}\\?"')
@@ -65,7 +67,9 @@ def begin(settings: Settings) -> dict[str, Any]:
     record = {
         "network_existed": network_exists(settings),
         "lib_modules_made": not LIB_MODULES.exists(),
-        "ip_forward": IP_FORWARD.read_text().strip(),
+        # The nodes' kubelets share the host kernel: they set its sysctls (panic_on_oops,
+        # overcommit, ...) as the local node's kubelet does; the same record restores them.
+        "sysctls": localhost.read_sysctls(),
         "iptables": hostnet.saves(),
     }
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +162,7 @@ def restore(settings: Settings) -> None:
     if record["lib_modules_made"]:
         with contextlib.suppress(OSError):
             LIB_MODULES.rmdir()
-    IP_FORWARD.write_text(record["ip_forward"] + "\n")
+    localhost.restore_sysctls(record)
 
 
 def leftovers(settings: Settings, record: dict[str, Any] | None) -> list[str]:
@@ -180,8 +184,10 @@ def leftovers(settings: Settings, record: dict[str, Any] | None) -> list[str]:
         found.append(f"{settings.runtime} network {NETWORK}")
     if record["lib_modules_made"] and LIB_MODULES.exists():
         found.append(str(LIB_MODULES))
-    if IP_FORWARD.read_text().strip() != record["ip_forward"]:
-        found.append(f"ip_forward = {IP_FORWARD.read_text().strip()}")
+    found += [
+        f"sysctl {name} = {now} (was {was})"
+        for name, (was, now) in localhost.changed_sysctls(record).items()
+    ]
     for family, dump in hostnet.saves().items():
         before = hostnet.parse_save(record["iptables"].get(family, ""))
         for name, table in hostnet.parse_save(dump).items():

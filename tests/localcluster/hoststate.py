@@ -98,7 +98,6 @@ def begin(layout: Layout) -> dict[str, Any]:
     record = load(layout)
     if record is not None:
         return record
-    sysctls = {name: _read(_proc_sys(name)) for name in SYSCTLS}
     record = {
         # What the node will make (removed by `restore` whatever its state): named here so
         # that the record says everything the node changes.
@@ -110,7 +109,7 @@ def begin(layout: Layout) -> dict[str, Any]:
             f"{CNI_NETWORK!r}, rules jumping to them (iptables and ip6tables, every table)",
         },
         # The values from before (restored).
-        "sysctls": {name: value for name, value in sysctls.items() if value is not None},
+        "sysctls": read_sysctls(),
         "hashsize": _read(CONNTRACK_HASHSIZE),
         "iptables": hostnet.saves(),
         "folders": sorted(str(d) for f in HOST_FOLDERS for d in _folders(f)),
@@ -240,6 +239,12 @@ def remove_folders(layout: Layout, record: dict[str, Any] | None) -> None:
             folder.rmdir()  # only when empty: what somebody else put there stays
     if not (record or {}).get("shim_dir_existed", False):
         hostnet.run_tool("rm", "-rf", str(layout.shim_socket_dir))
+
+
+def read_sysctls() -> dict[str, str]:
+    """The values of the sysctls a kubelet, the CNI plugins or kube-proxy may change."""
+    values = {name: _read(_proc_sys(name)) for name in SYSCTLS}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def changed_sysctls(record: dict[str, Any] | None) -> dict[str, tuple[str, str | None]]:
