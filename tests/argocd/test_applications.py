@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.charts import helm as helm_build
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "argocd"
 # Argo CD's directory source reads these files (reposerver's manifestFile pattern).
@@ -59,13 +61,7 @@ DIRECTORY_APPS = [name for name, app in APPLICATIONS.items() if name not in HELM
 @pytest.fixture(scope="session")
 def helm() -> str:
     """helm built from the pinned Go module (cached; tests/charts/build-helm.sh)."""
-    built = subprocess.run(
-        [str(REPO / "tests" / "charts" / "build-helm.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return built.stdout.strip().splitlines()[-1]
+    return helm_build.binary()
 
 
 def _expand_braces(pattern: str) -> list[str]:

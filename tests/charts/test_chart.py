@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.charts import api_calls
+from tests.charts import helm as helm_build
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "trainkube"
@@ -29,13 +30,7 @@ OPERATOR_RULES = NEEDED - LEASES
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    built = subprocess.run(
-        [str(REPO / "tests" / "charts" / "build-helm.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return built.stdout.strip().splitlines()[-1]
+    return helm_build.binary()
 
 
 def _run(helm: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from tests.charts import helm as helm_build
 from tests.charts.test_chart import CHART
 from tests.cluster.conftest import OperatorProcess, apply_manifests
 from tests.cluster.test_end_to_end import _example, _phase, _status
@@ -38,13 +39,7 @@ SMALL = "500m"  # two workers and two operator replicas share the node's two cor
 
 @pytest.fixture(scope="module")
 def helm(local_cluster: LocalCluster) -> Any:
-    built = subprocess.run(
-        ["bash", str(REPO / "tests" / "charts" / "build-helm.sh")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    binary = built.stdout.strip().splitlines()[-1]
+    binary = helm_build.binary()
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
