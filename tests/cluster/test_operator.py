@@ -272,16 +272,14 @@ def _bound_claim(cluster: LocalCluster, namespace: str, name: str) -> None:
     cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Bound", f"pvc/{name}", "-n", namespace)
 
 
-@pytest.mark.usefixtures("operator")
-def test_a_fine_tune_waits_for_the_job_it_builds_on(
-    api_client: Any, crds: LocalCluster, namespace: str
-) -> None:
-    manifest = {
+def fine_tune_of(base: str) -> dict[str, Any]:
+    """A LoRA FineTuneJob `adapt` (one KWOK GPU) of the LLMTrainingJob `base`'s output."""
+    return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "FineTuneJob",
         "metadata": {"name": "adapt"},
         "spec": {
-            "baseModel": {"fromJob": {"kind": "LLMTrainingJob", "name": "base"}},
+            "baseModel": {"fromJob": {"kind": "LLMTrainingJob", "name": base}},
             "data": {
                 "builtin": "tiny-instructions",
                 "promptField": "prompt",
@@ -291,6 +289,13 @@ def test_a_fine_tune_waits_for_the_job_it_builds_on(
             "resources": {"nodes": 1, "gpusPerNode": 1},
         },
     }
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_fine_tune_waits_for_the_job_it_builds_on(
+    api_client: Any, crds: LocalCluster, namespace: str
+) -> None:
+    manifest = fine_tune_of("base")
     _apply(crds, namespace, manifest)
     waiting = _wait_condition(
         api_client, namespace, "adapt", "Planned", status="False", plural="finetunejobs"

@@ -19,6 +19,7 @@ from tests.cluster.test_operator import (
     _pods,
     _training_job,
     _wait_condition,
+    fine_tune_of,
     manual_volume,
 )
 from tests.conftest import wait_for
@@ -136,21 +137,7 @@ def _consumer_of_a_job_gone_with_its_claim(
         return False
 
     wait_for(claim_gone, timeout_s=60)
-    adapt = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "FineTuneJob",
-        "metadata": {"name": "adapt"},
-        "spec": {
-            "baseModel": {"fromJob": {"kind": "LLMTrainingJob", "name": "base"}},
-            "data": {
-                "builtin": "tiny-instructions",
-                "promptField": "prompt",
-                "responseField": "response",
-            },
-            "training": {"maxSteps": 10, "globalBatchSize": 8, "learningRate": 1e-3},
-            "resources": {"nodes": 1, "gpusPerNode": 1},
-        },
-    }
+    adapt = fine_tune_of("base")
     apply_manifests(crds, namespace, adapt)
     failed = _wait_condition(
         api_client, namespace, "adapt", "Failed", plural="finetunejobs", timeout_s=60
