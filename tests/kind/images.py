@@ -3,8 +3,10 @@
 `kind load image-archive` keeps each image twice in every node: the layers in containerd's
 content store and their unpacked snapshot. The trainer image is 5.85 GB, so that would be
 about 23 GB for two workers. Imported here with `ctr images import --discard-unpacked-layers`,
-the layers go once unpacked, so each worker holds about the image's size. Only the workers
-get the images: the control plane is tainted against trainkube's pods.
+the layers go once unpacked, so each worker holds about the image's size in the end. While
+an import runs, though, a node holds both copies; so the nodes are loaded one after the
+other, and the disk must hold every worker's copy plus one more. Only the workers get the
+images: the control plane is tainted against trainkube's pods.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def build_images(images: str = "operator trainer-cpu") -> list[Path]:
 
 def check_disk(archives: list[Path], workers: int, storage: Path) -> None:
     """Refuse, before creating anything, when the runtime's storage cannot hold the images
-    in every worker plus the nodes themselves (about 3 GB)."""
-    needed = workers * sum(a.stat().st_size for a in archives) + 3 * 2**30
+    in every worker, the second copy the last import holds while it unpacks, and the nodes
+    themselves (about 3 GB)."""
+    needed = (workers + 1) * sum(a.stat().st_size for a in archives) + 3 * 2**30
     while not storage.exists():  # rootless or elsewhere: the file system above it
         storage = storage.parent
     free = shutil.disk_usage(storage).free
@@ -75,7 +77,7 @@ def load_one(cluster: KindCluster, node: str, archive: Path) -> Loaded:
 
 
 def load(cluster: KindCluster, archives: list[Path], nodes: list[str]) -> list[Loaded]:
-    """Load every archive into every node, the nodes at the same time."""
-    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-        per_node = pool.map(lambda n: [load_one(cluster, n, a) for a in archives], nodes)
-        return [loaded for node in per_node for loaded in node]
+    """Load every archive into every node, one import at a time: two at once would need
+    both nodes' packed and unpacked copies on disk together (the cause of a "no space left
+    on device" with 17 GB free)."""
+    return [load_one(cluster, node, archive) for node in nodes for archive in archives]
