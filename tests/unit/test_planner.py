@@ -12,7 +12,7 @@ import pytest
 from trainkube.api.model import ArchitectureFamily
 from trainkube.api.training import Precision
 from trainkube.planner import Device, Overrides, PlanError, PlanRequest, Rung, Shape, plan
-from trainkube.planner.memory import BUFFER_FACTOR, GiB, model_states
+from trainkube.planner.memory import BUFFER_FACTOR, GiB, ModelStates, model_states
 from trainkube.planner.shape import default_intermediate
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -153,9 +153,10 @@ CASES = [
     ("1.3b-8x40", _request("neox-1.3b", gpu_gib=40, seq=2048), (0, NONE, NONE)),
     # 1.3B at 20 B/param is 28 GB: on 24 GB GPUs the optimizer must be partitioned.
     ("1.3b-8x24", _request("neox-1.3b", gpu_gib=24, seq=2048), (1, NONE, NONE)),
-    # 1.3B on one 24 GB GPU: nothing to partition over; the optimizer goes to the CPU.
-    ("1.3b-1x24", _request("neox-1.3b", gpus=1, gpu_gib=24, seq=2048), (3, CPU, NONE)),
-    ("1.3b-1x16", _request("neox-1.3b", gpus=1, gpu_gib=16, seq=2048), (3, CPU, NONE)),
+    # 1.3B on one 24 GB GPU: nothing to partition over; the optimizer goes to the CPU at
+    # stage 2 (ZeRO-Offload), not stage 3, which would only add gathers.
+    ("1.3b-1x24", _request("neox-1.3b", gpus=1, gpu_gib=24, seq=2048), (2, CPU, NONE)),
+    ("1.3b-1x16", _request("neox-1.3b", gpus=1, gpu_gib=16, seq=2048), (2, CPU, NONE)),
     # 7B: stage 1 holds 4 + 16/8 = 6 B/param = 40 GB on 8 ranks.
     ("7b-8x80", _request("llama-7b", gpu_gib=80), (1, NONE, NONE)),
     ("7b-8x141", _request("llama-7b", gpu_gib=141), (1, NONE, NONE)),
@@ -168,7 +169,10 @@ CASES = [
     ("7b-8x24", _request("llama-7b", gpu_gib=24), (3, NONE, NONE)),
     ("7b-16x16", _request("llama-7b", nodes=2, gpu_gib=16), (3, NONE, NONE)),
     ("7b-8x16", _request("llama-7b", gpu_gib=16), (3, CPU, NONE)),
-    ("7b-1x80", _request("llama-7b", gpus=1, gpu_gib=80, seq=2048), (3, CPU, NONE)),
+    ("7b-1x80", _request("llama-7b", gpus=1, gpu_gib=80, seq=2048), (2, CPU, NONE)),
+    # One 16 GB GPU cannot hold 7B's 16-bit weights (13.5 GB) and activations: stage 3 is
+    # taken to move the parameters off the GPU too.
+    ("7b-1x16", _request("llama-7b", gpus=1, gpu_gib=16, seq=2048), (3, CPU, CPU)),
     (
         "7b-lora-1x24",
         _request("llama-7b", gpus=1, gpu_gib=24, seq=2048, lora_rank=16),
@@ -188,10 +192,28 @@ CASES = [
     ("13b-64x80", _request("llama-13b", nodes=8, gpu_gib=80), (1, NONE, NONE)),
     # The frozen 13B base is 26 GB in 16 bits: LoRA on 24 GB GPUs partitions it (stage 3).
     ("13b-lora-8x24", _request("llama-13b", gpu_gib=24, lora_rank=16), (3, NONE, NONE)),
+    # NVMe takes only what must move: the optimizer states first; the 16-bit parameters go to
+    # the host when it can hold them (13B: 39 GiB of 128), to NVMe only when it cannot.
     (
         "13b-1x24-nvme",
         _request("llama-13b", gpus=1, gpu_gib=24, cpu_gib=128, nvme_gib=2048, seq=2048),
+        (3, NVME, CPU),
+    ),
+    (
+        "13b-1x24-nvme-small-host",
+        _request("llama-13b", gpus=1, gpu_gib=24, cpu_gib=32, nvme_gib=2048, seq=2048),
         (3, NVME, NVME),
+    ),
+    # The parameters fit the GPU (26 GB of 40); the host cannot hold the optimizer (312 GB).
+    (
+        "13b-1x40-nvme",
+        _request("llama-13b", gpus=1, gpu_gib=40, cpu_gib=64, nvme_gib=2048, seq=2048),
+        (3, NVME, NONE),
+    ),
+    (
+        "13b-8x24-nvme",
+        _request("llama-13b", gpu_gib=24, cpu_gib=128, nvme_gib=2048),
+        (3, NVME, NONE),
     ),
     # 8B with a 128K vocabulary.
     ("llama3-8b-8x80", _request("llama3-8b", gpu_gib=80), (1, NONE, NONE)),
@@ -206,7 +228,17 @@ CASES = [
     (
         "70b-1x80-nvme",
         _request("llama-70b", gpus=1, gpu_gib=80, cpu_gib=512, nvme_gib=4096, seq=2048),
+        (3, NVME, CPU),
+    ),
+    (
+        "70b-1x80-nvme-small-host",
+        _request("llama-70b", gpus=1, gpu_gib=80, cpu_gib=128, nvme_gib=4096, seq=2048),
         (3, NVME, NVME),
+    ),
+    (
+        "70b-8x80-nvme",
+        _request("llama-70b", gpu_gib=80, cpu_gib=256, nvme_gib=4096, seq=2048),
+        (3, NVME, NONE),
     ),
 ]
 
@@ -279,6 +311,103 @@ def test_more_memory_never_yields_a_higher_stage(name: str, lora: int | None) ->
         if previous is not None:
             assert result.rung.stage <= previous[0], f"{gib} GiB"
         previous = position
+
+
+@pytest.mark.parametrize("name", ["neox-1.3b", "llama-7b", "llama-13b"])
+@pytest.mark.parametrize("lora", [None, 16])
+def test_one_rank_takes_zero3_only_to_offload_parameters_and_more_memory_never_raises_it(
+    name: str, lora: int | None
+) -> None:
+    previous: Rung | None = None
+    for gib in (16, 20, 24, 32, 40, 48, 64, 80, 96, 141):
+        request = _request(
+            name, gpus=1, gpu_gib=gib, cpu_gib=4096, nvme_gib=8192, seq=2048, lora_rank=lora
+        )
+        try:
+            rung = plan(request).rung
+        except PlanError:
+            assert previous is None, f"{gib} GiB refused after a smaller memory fitted"
+            continue
+        if rung.stage == 3:
+            assert rung.offload_parameters is not NONE, f"{gib} GiB: {rung.describe()}"
+        if previous is not None:
+            assert rung.stage <= previous.stage, f"{gib} GiB"
+        previous = rung
+
+
+NVME_MOVES = {NONE: 0, CPU: 0, NVME: 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "gpu_gib"),
+    [("llama-13b", 1, 24), ("llama-13b", 1, 40), ("llama-70b", 1, 80), ("llama-70b", 8, 24)],
+)
+def test_more_host_memory_never_moves_more_to_nvme(name: str, gpus: int, gpu_gib: int) -> None:
+    previous: int | None = None
+    for cpu_gib in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        request = _request(
+            name, gpus=gpus, gpu_gib=gpu_gib, cpu_gib=cpu_gib, nvme_gib=8192, seq=2048
+        )
+        try:
+            result = plan(request)
+        except PlanError:
+            assert previous is None, f"{cpu_gib} GiB refused after a smaller host fitted"
+            continue
+        rung = result.rung
+        moved = NVME_MOVES[rung.offload_optimizer] + NVME_MOVES[rung.offload_parameters]
+        if previous is not None:
+            assert moved <= previous, f"{cpu_gib} GiB: {rung.describe()}"
+        if rung.offload_parameters is NVME:
+            # The host could not have held the parameters instead.
+            with pytest.raises(PlanError):
+                plan(
+                    replace(
+                        request,
+                        overrides=Overrides(
+                            zero_stage=3, offload_optimizer=NVME, offload_parameters=CPU
+                        ),
+                    )
+                )
+        previous = moved
+
+
+@pytest.mark.parametrize(("name", "gpus", "nodes"), GRID)
+def test_nvme_rungs_move_the_estimators_bytes_and_no_more(name: str, gpus: int, nodes: int) -> None:
+    """With the optimizer on NVMe, the GPU holds what it holds with the optimizer on the CPU,
+    and NVMe plus host hold the bytes DeepSpeed's estimator puts on the host with everything
+    offloaded (18 bytes per parameter), split by what moved."""
+    shape = MODELS[name]
+    estimated_cpu, _, _ = estimate_zero3_model_states_mem_needs(
+        shape.parameters(),
+        shape.largest_layer_parameters(),
+        gpus,
+        nodes,
+        cpu_offload=True,
+        cpu_offload_params=True,
+        zero_init=True,
+        additional_buffer_factor=BUFFER_FACTOR,
+    )
+    host = estimated_cpu / BUFFER_FACTOR
+
+    def states(rung: Rung) -> ModelStates:
+        return model_states(
+            rung=rung,
+            parameters=shape.parameters(),
+            trainable=shape.parameters(),
+            largest_layer=shape.largest_layer_parameters(),
+            nodes=nodes,
+            gpus_per_node=gpus,
+            mixed_precision=True,
+        )
+
+    optimizer_cpu, optimizer_nvme = states(Rung(3, CPU)), states(Rung(3, NVME))
+    assert optimizer_nvme.gpu_total == optimizer_cpu.gpu_total
+    assert optimizer_nvme.nvme_per_node == pytest.approx(16 / 18 * host, rel=1e-6)
+    parameters_cpu = states(Rung(3, NVME, CPU))
+    assert parameters_cpu.gpu_total == states(Rung(3, CPU, CPU)).gpu_total
+    moved = parameters_cpu.nvme_per_node + parameters_cpu.cpu_per_node / BUFFER_FACTOR
+    assert moved == pytest.approx(host, rel=1e-6)
+    assert states(Rung(3, NVME, NVME)).nvme_per_node == pytest.approx(host, rel=1e-6)
 
 
 @pytest.mark.parametrize(

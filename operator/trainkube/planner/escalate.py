@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from trainkube.planner.memory import LADDER, Device
+from trainkube.planner.memory import ladder
 from trainkube.planner.plan import Overrides, Plan, PlanError, PlanRequest, plan
 
 
@@ -31,9 +31,9 @@ def escalate(request: PlanRequest, current: Plan) -> tuple[Plan, Overrides, str]
     if not current.activation_checkpointing:
         overrides = replace(same, activation_checkpointing=True, micro_batch_size=1)
         return plan(replace(request, overrides=overrides)), overrides, "activation checkpointing on"
-    ladder = [r for r in LADDER if not request.on_cpu or r.offload_optimizer is Device.NONE]
-    position = ladder.index(rung) if rung in ladder else -1
-    for higher in ladder[position + 1 :]:
+    rungs = ladder(ranks=request.ranks, on_cpu=request.on_cpu)
+    position = rungs.index(rung) if rung in rungs else -1
+    for higher in rungs[position + 1 :]:
         overrides = Overrides(
             zero_stage=higher.stage,
             offload_optimizer=higher.offload_optimizer,

@@ -16,6 +16,8 @@ weights 4, AdamW moments 8):
     stage 3             GPU 4L + 18Ψ/N                  CPU/node 4L·g·1.5
     stage 3 + opt cpu   GPU 4L + 2Ψ/N                   CPU/node 16Ψ/nodes·1.5
     stage 3 + all cpu   GPU 4L                          CPU/node 18Ψ/nodes·1.5
+    stage 3 + opt nvme  GPU 4L + 2Ψ/N                   CPU/node 4L·g·1.5, NVMe/node 16Ψ/nodes
+    + parameters cpu    GPU 4L                          CPU/node 2Ψ/nodes·1.5, NVMe/node 16Ψ/nodes
     stage 3 + all nvme  GPU 4L                          CPU/node 4L·g·1.5, NVMe/node 18Ψ/nodes
 
 (g = GPUs per node). fp32 training has no master copy: weights 4, gradients 4, moments 8, so
@@ -90,7 +92,10 @@ class Rung:
 
 # What the planner tries on its own, least communication first (the order DESIGN.md gives):
 # stages 0-2 move as much data as plain data parallelism, stage 3 moves 1.5x, offload adds host
-# transfers on top. Offload rungs are all stage 3, so more memory never yields a higher stage.
+# transfers on top, NVMe slower ones still. Offload rungs are all stage 3, so more memory never
+# yields a higher stage. When NVMe is needed, only what must move goes there: the optimizer
+# states first (parameters stay on the GPU, or go to the host), the parameters only when the
+# host cannot hold them either.
 LADDER = (
     Rung(0),
     Rung(1),
@@ -98,16 +103,37 @@ LADDER = (
     Rung(3),
     Rung(3, Device.CPU),
     Rung(3, Device.CPU, Device.CPU),
+    Rung(3, Device.NVME),
+    Rung(3, Device.NVME, Device.CPU),
     Rung(3, Device.NVME, Device.NVME),
 )
+# With one data-parallel rank ZeRO-3 has nothing to partition over: it only adds gathers and
+# releases, and holds more on the GPU than the classic ZeRO-Offload (stage 2, optimizer on the
+# CPU: 16-bit weights alone on the GPU). Stage 3 is taken there only to move the parameters
+# off the GPU.
+SINGLE_RANK_LADDER = (
+    Rung(0),
+    Rung(1),
+    Rung(2),
+    Rung(2, Device.CPU),
+    *LADDER[5:],
+)
 # Every configuration a user may ask for, in the same order of preference: ZeRO-Offload at
-# stages 1 and 2 too, which the planner never picks by itself.
+# stages 1 and 2 too, which the planner picks by itself only for a single rank.
 CONFIGURATIONS = (
     *LADDER[:4],
     Rung(1, Device.CPU),
     Rung(2, Device.CPU),
     *LADDER[4:],
 )
+
+
+def ladder(*, ranks: int, on_cpu: bool) -> tuple[Rung, ...]:
+    """The rungs the planner climbs for `ranks` data-parallel ranks. A CPU job has no offload
+    (its device memory is the host's), so only stages 0-3 remain."""
+    if on_cpu:
+        return tuple(r for r in LADDER if r.offload_optimizer is Device.NONE)
+    return SINGLE_RANK_LADDER if ranks == 1 else LADDER
 
 
 @dataclass(frozen=True)
@@ -163,12 +189,21 @@ def model_states(
         return ModelStates(
             gathered + w * parameters // ranks, grads, opt * trainable // ranks, zero_init_cpu
         )
-    if rung_par is Device.NONE:
-        cpu = int((g_fp32 + opt) * trainable / nodes * BUFFER_FACTOR)
+    optimizer_host = (g_fp32 + opt) * trainable  # what optimizer offload moves
+    if rung_opt is Device.CPU and rung_par is Device.NONE:
+        cpu = int(optimizer_host / nodes * BUFFER_FACTOR)
         return ModelStates(gathered + w * parameters // ranks, 0, 0, cpu)
-    host = w * parameters + (g_fp32 + opt) * trainable + (0 if mixed_precision else 4 * trainable)
-    if rung_par is Device.CPU:
+    host = w * parameters + optimizer_host + (0 if mixed_precision else 4 * trainable)
+    if rung_opt is Device.CPU:  # parameters on the CPU too
         return ModelStates(gathered, 0, 0, int(host / nodes * BUFFER_FACTOR))
+    # Optimizer on NVMe: its share of `host` goes there; the parameters stay on the GPU, go to
+    # the host, or follow it to NVMe.
+    if rung_par is Device.NONE:
+        partitioned = gathered + w * parameters // ranks
+        return ModelStates(partitioned, 0, 0, zero_init_cpu, nvme_per_node=optimizer_host // nodes)
+    if rung_par is Device.CPU:
+        cpu = int((host - optimizer_host) / nodes * BUFFER_FACTOR)
+        return ModelStates(gathered, 0, 0, cpu, nvme_per_node=optimizer_host // nodes)
     return ModelStates(gathered, 0, 0, zero_init_cpu, nvme_per_node=host // nodes)
 
 

@@ -1,11 +1,12 @@
 """Choose the ZeRO stage, offload, activation checkpointing and micro-batch for a job.
 
-The planner climbs `memory.LADDER` (least communication first) and takes the first rung on
-which some micro-batch fits the declared memory with the safety margin; on that rung it takes
-the largest micro-batch that fits without activation checkpointing, else with it. The global
-batch is always exact: micro-batch x gradient accumulation x data-parallel ranks. Settings the
-user fixed (stage, offload, checkpointing, micro-batch) narrow the search and are checked like
-any other: a forced plan that cannot fit is an error with the numbers, not a plan.
+The planner climbs `memory.ladder` (least communication first; a single data-parallel rank has
+a ladder of its own) and takes the first rung on which some micro-batch fits the declared
+memory with the safety margin; on that rung it takes the largest micro-batch that fits without
+activation checkpointing, else with it. The global batch is always exact: micro-batch x
+gradient accumulation x data-parallel ranks. Settings the user fixed (stage, offload,
+checkpointing, micro-batch) narrow the search and are checked like any other: a forced plan
+that cannot fit is an error with the numbers, not a plan.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 from trainkube.api.training import LrSchedule, Precision
 from trainkube.planner.memory import (
     CONFIGURATIONS,
-    LADDER,
     Device,
     GiB,
     ModelStates,
@@ -24,6 +24,7 @@ from trainkube.planner.memory import (
     activations,
     human_bytes,
     human_count,
+    ladder,
     model_states,
 )
 from trainkube.planner.shape import Shape
@@ -144,7 +145,7 @@ def _rungs(request: PlanRequest) -> list[Rung]:
         None,
         None,
     )
-    candidates = CONFIGURATIONS if forced else LADDER
+    candidates = CONFIGURATIONS if forced else ladder(ranks=request.ranks, on_cpu=request.on_cpu)
     rungs = [r for r in candidates if not request.on_cpu or r.offload_optimizer is Device.NONE]
     if wanted.zero_stage is not None:
         rungs = [r for r in rungs if r.stage == wanted.zero_stage]
