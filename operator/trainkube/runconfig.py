@@ -18,7 +18,7 @@ from pydantic import Field
 
 from trainkube.api.base import ApiModel
 from trainkube.api.data import BuiltinCorpus, FileFormat, HubDataset
-from trainkube.api.evaljob import ExactMatch, Gate, Harness, MultipleChoice, Perplexity
+from trainkube.api.evaljob import ExactMatch, Gate, Harness, Latency, MultipleChoice, Perplexity
 from trainkube.api.finetunejob import Lora
 from trainkube.api.model import Architecture, HubModel
 from trainkube.api.recovery import SpikeRule
@@ -149,6 +149,7 @@ class EvalTask(ApiModel):
     multiple_choice: MultipleChoice | None = None
     exact_match: ExactMatch | None = None
     harness: Harness | None = None
+    latency: Latency | None = None
     max_examples: int | None = None
 
 

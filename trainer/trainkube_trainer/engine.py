@@ -50,6 +50,11 @@ def deepspeed_config(
         scheduler["warmup_max_lr"] *= factor
     if "total_num_steps" in scheduler:
         scheduler["total_num_steps"] = total_steps
+    training = config.training
+    if "warmup_num_steps" in scheduler and training is not None and training.warmup_ratio:
+        # The plan counted warmupRatio of maxSteps; with epochs the steps are known only now.
+        # DeepSpeed's schedulers refuse 0 warm-up steps; 1 is the same as none.
+        scheduler["warmup_num_steps"] = max(1, training.warmup_for(total_steps))
     # The plan was made for its rank count; a resume on another count keeps the global batch.
     micro = ds["train_micro_batch_size_per_gpu"]
     ds["gradient_accumulation_steps"] = ds["train_batch_size"] // (micro * env.world_size)

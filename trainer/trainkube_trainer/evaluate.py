@@ -1,6 +1,7 @@
-"""Evaluation: perplexity, exact match, multiple choice and lm-evaluation-harness tasks, for a
-model and optionally a baseline on the same examples, then the gates. Every rank evaluates a
-shard of the examples; sums are all-reduced; rank 0 writes the results."""
+"""Evaluation: perplexity, exact match, multiple choice (zero- or few-shot), lm-evaluation-harness
+tasks and generation latency, for a model and optionally a baseline on the same examples, then
+the gates. Every rank evaluates a shard of the examples and sums are all-reduced, except latency,
+which rank 0 measures alone (one device, one request at a time); rank 0 writes the results."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from typing import Any
 import torch
 
 from trainkube.api.data import DataSource
+from trainkube.api.evaljob import FewShot, LatencySetup
 from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import DataRef, EvalTask, Files, ModelRef, RunConfig
-from trainkube_trainer import gates
+from trainkube_trainer import fewshot, gates, latency
 from trainkube_trainer.data.source import load_records
-from trainkube_trainer.data.tokenize import pack_text
-from trainkube_trainer.distributed import DistEnv
+from trainkube_trainer.distributed import DistEnv, broadcast
 from trainkube_trainer.models import load_model, load_tokenizer
 from trainkube_trainer.reporting import Reporter
 
@@ -46,10 +47,60 @@ def _records(
     return records[: task.max_examples] if task.max_examples else records
 
 
+Item = tuple[dict[str, Any], str]  # a scored record and the few-shot text before it
+
+
+def _items(
+    task: EvalTask,
+    source: FewShot,
+    root: str | None,
+    seed: int,
+    render: Callable[[dict[str, Any]], str],
+) -> list[Item]:
+    """The scored records, each with its few-shot context (empty when zero-shot)."""
+    records = load_records(_data(source, root))
+    random.Random(seed).shuffle(records)
+    separate = None
+    if source.few_shot_split is not None and source.hub is not None and source.num_few_shot:
+        hub = source.hub.model_copy(update={"split": source.few_shot_split})
+        separate = load_records(DataRef(hub=hub))
+    try:
+        pool, scored = fewshot.set_apart(
+            records, num_few_shot=source.num_few_shot, separate=separate
+        )
+    except fewshot.FewShotError as error:
+        raise EvalError(f"evaluation {task.name!r}: {error}") from error
+    scored = scored[: task.max_examples] if task.max_examples else scored
+    k = source.num_few_shot
+    return [
+        (record, fewshot.context(pool, num_few_shot=k, seed=seed, position=i, render=render))
+        for i, record in enumerate(scored)
+    ]
+
+
 def _reduce(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
+
+
+def _pack(
+    records: list[dict[str, Any]], tokenizer: Any, *, field: str, sequence_length: int
+) -> torch.Tensor:
+    """The texts, each followed by end-of-sequence, one stream cut into [n, sequence_length]."""
+    if records and field not in records[0]:
+        raise EvalError(f"records have no field {field!r} (fields: {sorted(records[0])})")
+    stream: list[int] = []
+    for record in records:
+        stream += tokenizer(str(record[field]), add_special_tokens=False)["input_ids"]
+        stream.append(tokenizer.eos_token_id)
+    blocks = len(stream) // sequence_length
+    if blocks == 0:
+        raise EvalError(
+            f"{len(stream)} tokens of text make no sequence of {sequence_length}: use a shorter "
+            "sequenceLength or more examples"
+        )
+    return torch.tensor(stream[: blocks * sequence_length]).view(blocks, sequence_length)
 
 
 def _perplexity(
@@ -58,9 +109,7 @@ def _perplexity(
     spec = task.perplexity
     assert spec is not None
     records = _records(task, spec, root, seed)
-    ids, _ = pack_text(
-        records, tokenizer, field=spec.text_field, sequence_length=spec.sequence_length
-    )
+    ids = _pack(records, tokenizer, field=spec.text_field, sequence_length=spec.sequence_length)
     total, tokens = 0.0, 0.0
     with torch.no_grad():
         for row in range(env.rank, len(ids), env.world_size):
@@ -88,16 +137,16 @@ def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> s
 
 
 def _accuracy(
-    records: list[dict[str, Any]],
+    items: list[Item],
     env: DistEnv,
     device: Any,
-    right: Callable[[dict[str, Any]], bool],
+    right: Callable[[dict[str, Any], str], bool],
 ) -> tuple[float, float]:
-    """Fraction of all ranks' records that `right` judges correct, and how many there were.
-    Each rank judges every world_size-th record."""
-    mine = records[env.rank :: env.world_size]
+    """Fraction of all ranks' items that `right` judges correct, and how many there were.
+    Each rank judges every world_size-th item."""
+    mine = items[env.rank :: env.world_size]
     with torch.no_grad():
-        correct = float(sum(right(record) for record in mine))
+        correct = float(sum(right(record, context) for record, context in mine))
     correct, count = _reduce([correct, float(len(mine))], device)
     return correct / count, count
 
@@ -108,12 +157,16 @@ def _exact_match(
     spec = task.exact_match
     assert spec is not None
 
-    def right(record: dict[str, Any]) -> bool:
-        prompt = str(record[spec.prompt_field])
+    def solved(record: dict[str, Any]) -> str:
+        return f"{record[spec.prompt_field]}{record[spec.answer_field]}"
+
+    def right(record: dict[str, Any], context: str) -> bool:
+        prompt = context + str(record[spec.prompt_field])
         answer = _generate(model, tokenizer, prompt, spec.max_new_tokens)
         return answer.strip() == str(record[spec.answer_field]).strip()
 
-    value, count = _accuracy(_records(task, spec, root, seed), env, model.device, right)
+    items = _items(task, spec, root, seed, solved)
+    value, count = _accuracy(items, env, model.device, right)
     return {"exactMatch": value, "examples": count}
 
 
@@ -133,15 +186,22 @@ def _multiple_choice(
     spec = task.multiple_choice
     assert spec is not None
 
-    def right(record: dict[str, Any]) -> bool:
-        choices = [str(c) for c in record[spec.choices_field]]
-        question = str(record[spec.question_field])
-        scores = [_choice_logprob(model, tokenizer, question, c) for c in choices]
+    def expected(record: dict[str, Any]) -> int:
         answer = record[spec.answer_field]
-        expected = answer if isinstance(answer, int) else choices.index(str(answer))
-        return max(range(len(choices)), key=scores.__getitem__) == expected
+        choices = [str(c) for c in record[spec.choices_field]]
+        return answer if isinstance(answer, int) else choices.index(str(answer))
 
-    value, count = _accuracy(_records(task, spec, root, seed), env, model.device, right)
+    def solved(record: dict[str, Any]) -> str:
+        return f"{record[spec.question_field]}{record[spec.choices_field][expected(record)]}"
+
+    def right(record: dict[str, Any], context: str) -> bool:
+        choices = [str(c) for c in record[spec.choices_field]]
+        question = context + str(record[spec.question_field])
+        scores = [_choice_logprob(model, tokenizer, question, c) for c in choices]
+        return max(range(len(choices)), key=scores.__getitem__) == expected(record)
+
+    items = _items(task, spec, root, seed, solved)
+    value, count = _accuracy(items, env, model.device, right)
     return {"accuracy": value, "examples": count}
 
 
@@ -162,7 +222,7 @@ def _harness(task: EvalTask, ref: ModelRef, env: DistEnv) -> dict[str, float]:
         model="hf",
         model_args=f"pretrained={pretrained}",
         tasks=spec.tasks,
-        num_fewshot=spec.num_fewshot,
+        num_fewshot=spec.num_few_shot,
     )
     return {
         f"{name}.{metric.split(',')[0]}": float(value)
@@ -172,7 +232,38 @@ def _harness(task: EvalTask, ref: ModelRef, env: DistEnv) -> dict[str, float]:
     }
 
 
-def evaluate_model(ref: ModelRef, config: RunConfig, env: DistEnv) -> dict[str, float]:
+def _latency(
+    task: EvalTask, model: Any, tokenizer: Any, env: DistEnv, root: str | None, seed: int
+) -> tuple[dict[str, float], LatencySetup]:
+    """Rank 0 times the generations; every rank gets its numbers."""
+    spec = task.latency
+    assert spec is not None
+    found = None
+    if env.is_main:
+        prompts = [str(r[spec.prompt_field]) for r in _records(task, spec, root, seed)]
+        if not prompts:
+            raise EvalError(f"evaluation {task.name!r}: the latency prompt set is empty")
+        timings = latency.measure(
+            model, tokenizer, prompts, max_new_tokens=spec.max_new_tokens, warmup=spec.warmup
+        )
+        found = (
+            latency.summary(timings),
+            latency.setup(
+                max_new_tokens=spec.max_new_tokens,
+                samples=len(timings),
+                warmup=spec.warmup,
+                device=model.device,
+            ),
+        )
+    metrics, setup = broadcast(found)
+    return metrics, setup
+
+
+def evaluate_model(
+    ref: ModelRef, config: RunConfig, env: DistEnv
+) -> tuple[dict[str, float], dict[str, LatencySetup]]:
+    """Every metric of every evaluation, as '<evaluation>.<metric>', and how each latency
+    evaluation was measured."""
     assert config.evaluation is not None
     tokenizer = load_tokenizer(ref)
     dtype = torch.float32 if env.on_cpu else torch.bfloat16
@@ -181,8 +272,11 @@ def evaluate_model(ref: ModelRef, config: RunConfig, env: DistEnv) -> dict[str, 
     model.eval()
     root, seed = config.evaluation.data_root, config.seed
     metrics: dict[str, float] = {}
+    setups: dict[str, LatencySetup] = {}
     for task in config.evaluation.evaluations:
-        if task.perplexity:
+        if task.latency:
+            found, setups[task.name] = _latency(task, model, tokenizer, env, root, seed)
+        elif task.perplexity:
             found = _perplexity(task, model, tokenizer, env, root, seed)
         elif task.exact_match:
             found = _exact_match(task, model, tokenizer, env, root, seed)
@@ -191,7 +285,29 @@ def evaluate_model(ref: ModelRef, config: RunConfig, env: DistEnv) -> dict[str, 
         else:
             found = _harness(task, ref, env)
         metrics.update({f"{task.name}.{name}": value for name, value in found.items()})
-    return metrics
+    return metrics, setups
+
+
+def results(
+    candidate: dict[str, float],
+    baseline: dict[str, float] | None,
+    setups: dict[str, LatencySetup],
+) -> list[dict[str, Any]]:
+    """One entry per metric (the model's value, the baseline's, and how it was measured)."""
+    out = []
+    for key, value in candidate.items():
+        evaluation, metric = key.split(".", 1)
+        if metric == "examples":
+            continue
+        entry: dict[str, Any] = {"evaluation": evaluation, "metric": metric, "value": value}
+        if baseline and key in baseline:
+            entry["baseline"] = baseline[key]
+        if f"{evaluation}.examples" in candidate:
+            entry["examples"] = int(candidate[f"{evaluation}.examples"])
+        if evaluation in setups:
+            entry["setup"] = setups[evaluation].to_wire()
+        out.append(entry)
+    return out
 
 
 def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
@@ -199,31 +315,23 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
     if evaluation is None:
         raise EvalError("an eval run config needs an evaluation section")
     reporter.progress(force=True, phase="evaluating", model="candidate")
-    candidate = evaluate_model(config.model, config, env)
+    candidate, setups = evaluate_model(config.model, config, env)
     baseline = None
     if evaluation.baseline is not None:
         reporter.progress(force=True, phase="evaluating", model="baseline")
-        baseline = evaluate_model(evaluation.baseline, config, env)
+        # Only the model differs: the same device, prompts and decoding.
+        baseline, _ = evaluate_model(evaluation.baseline, config, env)
     verdicts = gates.check(evaluation.gates, candidate, baseline)
-    results = {
-        "results": [
-            {
-                "evaluation": key.split(".", 1)[0],
-                "metric": key.split(".", 1)[1],
-                "value": value,
-                **({"baseline": baseline[key]} if baseline and key in baseline else {}),
-            }
-            for key, value in candidate.items()
-            if not key.endswith(".examples")
-        ],
+    report = {
+        "results": results(candidate, baseline, setups),
         "gates": [{"metric": v.metric, "passed": v.passed, "message": v.message} for v in verdicts],
         "gatesPassed": f"{sum(v.passed for v in verdicts)}/{len(verdicts)}",
     }
     if env.is_main:
-        text = json.dumps(results, indent=2, sort_keys=True)
+        text = json.dumps(report, indent=2, sort_keys=True)
         (Path(config.reporting.directory) / "results.json").write_text(text)
         if config.output is not None:
             Path(config.output.directory).mkdir(parents=True, exist_ok=True)
             (Path(config.output.directory) / "results.json").write_text(text)
-    reporter.progress(force=True, phase="done", **results)
+    reporter.progress(force=True, phase="done", **report)
     return ExitCode.SUCCESS if all(v.passed for v in verdicts) else ExitCode.GATES_FAILED

@@ -1,7 +1,10 @@
 """Gate verdicts from evaluation results: pure, so the rule is testable on its own.
 
-Lower is better for perplexity and loss, higher for every other metric. A `maxRegression` gate
-fails when the candidate is worse than the baseline by more than the bound.
+Lower is better for perplexity, loss and time to first token, higher for every other metric.
+A `maxRegression` gate fails when the candidate is worse than the baseline by more than the
+bound: in the metric's units, except for latency metrics, where it is a ratio of times (0.1: at
+most 10 % slower), since an absolute number of milliseconds means nothing across models and
+devices.
 """
 
 from __future__ import annotations
@@ -10,7 +13,18 @@ from dataclasses import dataclass
 
 from trainkube.api.evaljob import Gate
 
-LOWER_IS_BETTER = frozenset({"perplexity", "loss"})
+# Latency metrics (see latency.summary): times, and rates (the inverse of a time).
+LATENCY_TIMES = frozenset({"ttftP50Ms", "ttftP95Ms"})
+LATENCY_RATES = frozenset({"tokensPerSecondP50", "tokensPerSecondP95"})
+LOWER_IS_BETTER = frozenset({"perplexity", "loss"}) | LATENCY_TIMES
+
+
+def slower_by(name: str, value: float, base: float) -> float:
+    """How much slower the candidate is than the baseline, as a ratio of times (0.1: 10 %
+    slower; negative when faster)."""
+    if name in LATENCY_TIMES:
+        return value / base - 1 if base > 0 else 0.0
+    return base / value - 1 if value > 0 else float("inf")
 
 
 @dataclass(frozen=True)
@@ -43,12 +57,22 @@ def check(
             if base is None:
                 problems.append("no baseline value to compare with")
             else:
-                worse = value - base if name in LOWER_IS_BETTER else base - value
-                notes.append(f"baseline {base:.4g}, worse by {worse:.4g}")
-                if worse > gate.max_regression:
-                    problems.append(f"worse than the baseline by more than {gate.max_regression:g}")
+                problems += _regression(name, value, base, gate.max_regression, notes)
         passed = not problems
         verdicts.append(
             GateVerdict(gate.metric, passed, "; ".join(notes + (problems or ["passed"])))
         )
     return verdicts
+
+
+def _regression(name: str, value: float, base: float, bound: float, notes: list[str]) -> list[str]:
+    """Compare with the baseline: a note of by how much, and the problem if beyond `bound`."""
+    if name in LATENCY_TIMES | LATENCY_RATES:
+        slower = slower_by(name, value, base)
+        notes.append(f"baseline {base:.4g}, {slower:+.1%} slower")
+        if slower > bound:
+            return [f"slower than the baseline by more than {bound:.1%} (maxRegression {bound:g})"]
+        return []
+    worse = value - base if name in LOWER_IS_BETTER else base - value
+    notes.append(f"baseline {base:.4g}, worse by {worse:.4g}")
+    return [f"worse than the baseline by more than {bound:g}"] if worse > bound else []

@@ -61,7 +61,8 @@ class Checkpoints(ApiModel):
         description="save a checkpoint every this many steps, or auto: the Young-Daly interval "
         "sqrt(2 x save time x MTBF), from this job's measured save and step times and its mean "
         "time between failures, chosen again after every save (status.checkpointInterval says "
-        "what was chosen and why).",
+        "what was chosen and why). A number is TrainingArguments.save_steps with "
+        "save_strategy steps.",
         json_schema_extra=int_or_auto(minimum=1, what="checkpoints.interval"),
     )
     mtbf_hours: float | None = Field(
@@ -72,7 +73,12 @@ class Checkpoints(ApiModel):
         gt=0,
         le=1_000_000,
     )
-    keep_last: int = Field(default=3, description="keep the newest K checkpoints.", ge=1, le=1000)
+    keep_last: int = Field(
+        default=3,
+        description="keep the newest K checkpoints. Same as TrainingArguments.save_total_limit.",
+        ge=1,
+        le=1000,
+    )
     keep_every: int = Field(
         default=0,
         description="also keep every checkpoint whose step is a multiple of this (0: none).",

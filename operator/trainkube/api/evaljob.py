@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from trainkube.api.base import DNS_LABEL, ApiModel, Rule, exactly_one_of, rules
-from trainkube.api.data import DataSource
+from trainkube.api.data import DATA_SOURCE_FIELDS, DataSource
 from trainkube.api.model import MODEL_SOURCE_FIELDS, ModelSource
 from trainkube.api.refs import VolumePath
 from trainkube.api.resources import Resources
@@ -27,7 +27,45 @@ class Perplexity(DataSource):
     )
 
 
-class MultipleChoice(DataSource):
+FEW_SHOT_RULE = Rule(
+    rule="!has(self.fewShotSplit) || (has(self.hub) && self.fewShotSplit != self.hub.split)",
+    message="fewShotSplit names another split of the same hub dataset (e.g. train when hub.split "
+    "is validation): set hub, and a split other than hub.split; for files and builtin data the "
+    "few-shot examples are set apart from the shuffled examples instead",
+    field_path=".fewShotSplit",
+)
+
+
+class FewShot(DataSource):
+    """Few-shot (in-context) prompting: numFewShot solved examples before each scored item,
+    drawn deterministically from a separate split, never from the examples scored."""
+
+    model_config = DataSource.model_config | {
+        "json_schema_extra": rules(
+            exactly_one_of(*DATA_SOURCE_FIELDS, what="data"),
+            FEW_SHOT_RULE,
+        )
+    }
+
+    num_few_shot: int = Field(
+        default=0,
+        description="solved examples put before each scored item (0: zero-shot). They are "
+        "separated by a blank line, each written as the item's prompt followed by its answer.",
+        ge=0,
+        le=32,
+    )
+    few_shot_split: str | None = Field(
+        default=None,
+        description="for hub data: the split the examples come from (e.g. train), another than "
+        "hub.split. Unset (and for files or builtin data): after the seeded shuffle, the first "
+        "tenth of the examples (at least numFewShot) is set apart as the few-shot split and "
+        "never scored. Each item's examples are drawn from it by a generator seeded with the "
+        "job's seed and the item's position, so a rerun prompts with the same examples.",
+        max_length=128,
+    )
+
+
+class MultipleChoice(FewShot):
     """Multiple-choice items (hub, files or builtin): the model's answer is the choice with the
     highest log-likelihood. Metric: accuracy."""
 
@@ -38,7 +76,7 @@ class MultipleChoice(DataSource):
     )
 
 
-class ExactMatch(DataSource):
+class ExactMatch(FewShot):
     """Generation items (hub, files or builtin): greedy completion of the prompt, compared with
     the answer after trimming whitespace. Metric: exactMatch."""
 
@@ -55,19 +93,46 @@ class Harness(ApiModel):
     tasks: list[str] = Field(
         description="task names, e.g. [hellaswag, arc_easy].", min_length=1, max_length=64
     )
-    num_fewshot: int = Field(default=0, description="few-shot examples per item.", ge=0, le=64)
+    num_few_shot: int = Field(
+        default=0,
+        description="few-shot examples per item, passed to lm-evaluation-harness as num_fewshot "
+        "(the harness draws them from each task's own few-shot split).",
+        ge=0,
+        le=64,
+    )
+
+
+class Latency(DataSource):
+    """Generation latency of the model and the baseline on the same device (rank 0's), one
+    prompt at a time: each prompt is completed greedily with exactly maxNewTokens new tokens
+    (end-of-sequence does not stop it, so every model generates the same count). The first
+    warmup prompts are generated but not timed. Metrics: ttftP50Ms and ttftP95Ms (time to the
+    first new token, prompt included), tokensPerSecondP50 and tokensPerSecondP95 (new tokens
+    after the first, per second; p95 is the slow tail: 95 % of generations were at least this
+    fast). The sample count and decoding settings are recorded with each result."""
+
+    prompt_field: str = Field(default="prompt", description="field with the prompt.")
+    max_new_tokens: int = Field(
+        default=32, description="new tokens generated for every prompt.", ge=2, le=8192
+    )
+    warmup: int = Field(
+        default=2,
+        description="generations before the timed ones (not counted): first-call costs such as "
+        "memory allocation and kernel selection are not latency a user sees.",
+        ge=0,
+        le=100,
+    )
+
+
+EVALUATION_TYPES = ("perplexity", "multipleChoice", "exactMatch", "harness", "latency")
 
 
 class Evaluation(ApiModel):
-    """One evaluation: a name and exactly one of perplexity, multipleChoice, exactMatch or
-    harness."""
+    """One evaluation: a name and exactly one of perplexity, multipleChoice, exactMatch,
+    harness or latency."""
 
     model_config = ApiModel.model_config | {
-        "json_schema_extra": rules(
-            exactly_one_of(
-                "perplexity", "multipleChoice", "exactMatch", "harness", what="evaluation"
-            )
-        )
+        "json_schema_extra": rules(exactly_one_of(*EVALUATION_TYPES, what="evaluation"))
     }
 
     name: str = Field(
@@ -81,8 +146,15 @@ class Evaluation(ApiModel):
     )
     exact_match: ExactMatch | None = Field(default=None, description="exact-match accuracy.")
     harness: Harness | None = Field(default=None, description="lm-evaluation-harness tasks.")
+    latency: Latency | None = Field(
+        default=None,
+        description="time to first token and tokens per second, model against baseline.",
+    )
     max_examples: int | None = Field(
-        default=None, description="evaluate at most this many examples.", ge=1
+        default=None,
+        description="evaluate at most this many examples (for latency: timed prompts, after "
+        "the warm-up ones).",
+        ge=1,
     )
 
 
@@ -109,8 +181,10 @@ class Gate(ApiModel):
     max_regression: float | None = Field(
         default=None,
         description="fail when the model is worse than the baseline by more than this (in the "
-        "metric's units; lower is better for perplexity and loss, higher for the rest). Needs "
-        "a baseline.",
+        "metric's units; lower is better for perplexity and loss, higher for the rest). For "
+        "latency metrics a ratio of times: 0.1 fails a model more than 10 % slower than the "
+        "baseline (ttft above 1.1 x the baseline's, or tokensPerSecond below the baseline's / "
+        "1.1). Needs a baseline.",
         ge=0,
     )
 
@@ -206,6 +280,16 @@ class EvalJobSpec(RunControl):
     )
 
 
+class LatencySetup(ApiModel):
+    """How a latency metric was measured: two results compare only when these agree."""
+
+    decoding: str = Field(description="decoding, e.g. greedy.")
+    max_new_tokens: int = Field(description="new tokens per generation.")
+    samples: int = Field(description="timed generations per model.")
+    warmup: int = Field(description="generations before them, not timed.")
+    device: str = Field(description="where both models ran, e.g. 'NVIDIA H100 80GB HBM3'.")
+
+
 class MetricResult(ApiModel):
     """One metric of one evaluation."""
 
@@ -214,6 +298,9 @@ class MetricResult(ApiModel):
     value: float = Field(description="the model's value.")
     baseline: float | None = Field(default=None, description="the baseline's value.")
     examples: int | None = Field(default=None, description="examples evaluated.")
+    setup: LatencySetup | None = Field(
+        default=None, description="for latency metrics: the decoding settings and sample count."
+    )
 
 
 class GateResult(ApiModel):
@@ -238,7 +325,8 @@ class EvalJobStatus(JobStatus):
 
 class EvalJob(ApiModel):
     """EvalJob evaluates a model (perplexity, multiple-choice, exact-match,
-    lm-evaluation-harness tasks), optionally against a baseline, and passes or fails on gates."""
+    lm-evaluation-harness tasks, generation latency), optionally against a baseline, and passes
+    or fails on gates."""
 
     model_config = ApiModel.model_config | {"frozen": False}
 

@@ -63,12 +63,14 @@ class Parallelism(ApiModel):
     )
     activation_checkpointing: Switch = Field(
         default=Switch.AUTO,
-        description="recompute activations in the backward pass to save memory: auto, "
-        "enabled or disabled.",
+        description="recompute activations in the backward pass to save memory: auto (the "
+        "planner turns it on when the job would not fit otherwise), enabled or disabled. "
+        "enabled is TrainingArguments.gradient_checkpointing=True.",
     )
     micro_batch_size: IntOrAuto = Field(
         default=AUTO,
         description='sequences per GPU per forward pass, or "auto". Must divide the global '
-        "batch size per data-parallel rank.",
+        "batch size per data-parallel rank. Same as "
+        "TrainingArguments.per_device_train_batch_size (gradient accumulation follows).",
         json_schema_extra=int_or_auto(minimum=1, what="microBatchSize"),
     )

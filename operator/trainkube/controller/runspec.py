@@ -275,7 +275,13 @@ def _eval_spec(
         _model_ref(js.baseline, spec, resolve, field_name="spec.baseline") if js.baseline else None
     )
     for evaluation in js.evaluations:
-        for source in (evaluation.perplexity, evaluation.multiple_choice, evaluation.exact_match):
+        sources = (
+            evaluation.perplexity,
+            evaluation.multiple_choice,
+            evaluation.exact_match,
+            evaluation.latency,
+        )
+        for source in sources:
             if source is not None and source.files is not None:
                 spec.mount(source.files.claim_name, layout.DATA_ROOT, read_only=True)
     run_output = None

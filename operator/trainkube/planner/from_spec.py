@@ -78,9 +78,10 @@ def _optimizer(training: Training) -> Optimizer:
         learning_rate=training.learning_rate,
         weight_decay=training.weight_decay,
         betas=(training.adam_beta1, training.adam_beta2),
+        eps=training.adam_epsilon,
         gradient_clipping=training.gradient_clipping,
         schedule=training.lr_schedule,
-        warmup_steps=training.warmup_steps,
+        warmup_steps=training.warmup_for(training.max_steps or 0),
         # With epochs the step count follows from the data; the trainer fills it in.
         total_steps=training.max_steps or 0,
         min_lr_ratio=training.min_lr_ratio,

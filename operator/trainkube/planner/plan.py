@@ -59,6 +59,7 @@ class Optimizer:
     learning_rate: float = 3e-4
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
     gradient_clipping: float = 1.0
     schedule: LrSchedule = LrSchedule.COSINE
     warmup_steps: int = 0
@@ -364,7 +365,7 @@ def deepspeed_config(
             "params": {
                 "lr": opt.learning_rate,
                 "betas": list(opt.betas),
-                "eps": 1e-8,
+                "eps": opt.eps,
                 "weight_decay": opt.weight_decay,
             },
         },
