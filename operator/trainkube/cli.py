@@ -6,6 +6,7 @@ import argparse
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 from trainkube import __version__
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a manifest or a folder of them; repeat to resolve fromJob references",
     )
     plan.add_argument("--deepspeed", action="store_true", help="also print the DeepSpeed config")
+    _prepare_parser(sub)
     operator = sub.add_parser("operator", help="run the operator against the current kubeconfig")
     operator.add_argument(
         "--namespace",
@@ -54,10 +56,59 @@ def main(argv: list[str] | None = None) -> int:
         return _plan(args.filename, deepspeed=args.deepspeed)
     if args.command == "crds":
         return _crds(args.output_dir, check=args.check)
+    if args.command == "prepare":
+        return _prepare(args)
 
     if args.command == "version":
         print(f"trainkube {__version__} (Python {platform.python_version()})")
     return 0
+
+
+def _prepare_parser(sub: Any) -> None:
+    prepare = sub.add_parser(
+        "prepare",
+        help="tokenize a corpus into token shards a job reads with data.files.format tokens",
+        description="Tokenize jsonl, text or parquet files, a hub dataset or a built-in corpus "
+        "into memory-mapped token shards with an index, in OUTPUT. Run it where the data "
+        "volume is mounted (a Kubernetes Job with the trainer image, which has the packages it "
+        "needs), with the tokenizer the job's model uses; then point the job's data.files at "
+        "OUTPUT with format tokens.",
+    )
+    source = prepare.add_mutually_exclusive_group(required=True)
+    source.add_argument("--files", help="a file or a folder of files (with --format)")
+    source.add_argument("--hub-dataset", metavar="ID", help="a Hugging Face Hub dataset id")
+    source.add_argument("--builtin", help="a built-in corpus: tiny-stories, tiny-instructions")
+    prepare.add_argument("--format", choices=["jsonl", "text", "parquet"], help="of --files")
+    prepare.add_argument("--hub-config", help="the hub dataset's configuration (subset)")
+    prepare.add_argument("--hub-split", default="train", help="default: train")
+    prepare.add_argument("--hub-revision", default="main", help="default: main")
+    prepare.add_argument(
+        "--tokenizer",
+        help="a hub id, or a folder (save_pretrained) or tokenizer.json on disk; default: the "
+        "byte-level tokenizer of models built from an architecture",
+    )
+    prepare.add_argument("--tokenizer-revision", default="main", help="of a hub tokenizer")
+    prepare.add_argument("--token-file", help="a file holding a Hugging Face token")
+    prepare.add_argument("--text-field", default="text", help="default: text")
+    prepare.add_argument("--prompt-field", help="prompt/response data: the prompt's field")
+    prepare.add_argument("--response-field", help="prompt/response data: the response's field")
+    prepare.add_argument(
+        "--shard-tokens", type=int, default=1 << 28, help="tokens per shard (default 2^28)"
+    )
+    prepare.add_argument("--output", type=Path, required=True, help="the folder to write")
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    try:
+        from trainkube_trainer.data.prepare import run_cli  # noqa: PLC0415 - trainer packages
+    except ImportError as missing:
+        print(
+            f"error: trainkube prepare needs the trainer's packages ({missing.name} is missing): "
+            "pip install 'trainkube[trainer]', or run it in the trainer image",
+            file=sys.stderr,
+        )
+        return 2
+    return run_cli(args)
 
 
 def _crds(directory: Path, *, check: bool) -> int:

@@ -32,8 +32,9 @@ def _is_configuration_error(error: BaseException) -> bool:
     from trainkube_trainer.data.source import DataError  # noqa: PLC0415
     from trainkube_trainer.evaluate import EvalError  # noqa: PLC0415
     from trainkube_trainer.models import ModelError  # noqa: PLC0415
+    from trainkube_trainer.tokenizer import TokenizerError  # noqa: PLC0415
 
-    return isinstance(error, DataError | EvalError | ModelError)
+    return isinstance(error, DataError | EvalError | ModelError | TokenizerError)
 
 
 def main(argv: list[str] | None = None) -> int:

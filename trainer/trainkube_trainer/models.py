@@ -1,5 +1,6 @@
-"""Models and tokenizers through transformers: from the hub, from a folder, or built from an
-architecture (fresh weights). LoRA is a transform of whatever was loaded (peft).
+"""Models through transformers: from the hub, from a folder, or built from an architecture
+(fresh weights); their tokenizers come from `trainkube_trainer.tokenizer`. LoRA is a transform
+of whatever was loaded (peft).
 
 ZeRO-3 builds and loads the model partitioned: `HfDeepSpeedConfig` must exist before the model
 is created, and transformers must have imported its model classes before DeepSpeed's
@@ -15,7 +16,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -24,7 +24,9 @@ from trainkube.api.model import Architecture, ArchitectureFamily
 from trainkube.planner.shape import default_intermediate
 from trainkube.runconfig import ModelRef
 from trainkube_trainer import secrets
-from trainkube_trainer.tokenizer import byte_tokenizer
+from trainkube_trainer.tokenizer import load_tokenizer
+
+__all__ = ["ModelError", "apply_lora", "config_for", "load_model", "load_tokenizer"]
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 FAMILY_MODEL_TYPE = {
@@ -62,27 +64,6 @@ def config_for(architecture: Architecture, *, tokenizer: PreTrainedTokenizerBase
     if family is not ArchitectureFamily.GPT_NEOX:
         common["num_key_value_heads"] = architecture.kv_heads or architecture.heads
     return AutoConfig.for_model(FAMILY_MODEL_TYPE[family], **common)
-
-
-def load_tokenizer(ref: ModelRef) -> PreTrainedTokenizerBase:
-    tokenizer: Any
-    if ref.tokenizer_path:
-        tokenizer = AutoTokenizer.from_pretrained(ref.tokenizer_path)
-    elif ref.tokenizer_hub:
-        tokenizer = AutoTokenizer.from_pretrained(
-            ref.tokenizer_hub.id, revision=ref.tokenizer_hub.revision, token=_token(ref)
-        )
-    elif ref.path:
-        tokenizer = AutoTokenizer.from_pretrained(ref.path)
-    elif ref.hub:
-        tokenizer = AutoTokenizer.from_pretrained(
-            ref.hub.id, revision=ref.hub.revision, token=_token(ref)
-        )
-    else:
-        tokenizer = byte_tokenizer()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return cast(PreTrainedTokenizerBase, tokenizer)
 
 
 def load_model(

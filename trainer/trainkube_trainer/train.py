@@ -59,8 +59,8 @@ def _validate(built: Built, validation: Sequences, env: DistEnv, micro: int) -> 
     engine.eval()
     with torch.no_grad():
         for start in range(env.rank * micro, count, env.world_size * micro):
-            ids = validation.ids[start : start + micro].to(engine.device)
-            labels = validation.labels[start : start + micro].to(engine.device)
+            ids, labels = validation.batch(range(start, min(start + micro, count)))
+            ids, labels = ids.to(engine.device), labels.to(engine.device)
             n = float((labels[:, 1:] != -100).sum())
             total += float(engine(input_ids=ids, labels=labels).loss) * n
             tokens += n
@@ -138,7 +138,12 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     train, validation = train_and_validation(
-        config.data, tokenizer, seed=config.seed, model=config.model
+        config.data,
+        tokenizer,
+        seed=config.seed,
+        model=config.model,
+        local_main=env.local_rank == 0,  # prepares the data when the job names no tokens
+        barrier=torch.distributed.barrier,
     )
     ds = config.plan.deepspeed
     sampler = BatchSampler(
@@ -213,7 +218,7 @@ def _train_step(session: Session) -> float:
     target_step = session.step + 1
     loss_total = 0.0
     for indexes in session.sampler.micro_batches(session.position, session.env.rank):
-        ids, labels = session.train.ids[indexes], session.train.labels[indexes]
+        ids, labels = session.train.batch(indexes.tolist())
         if session.fault_active and fault and fault.hang_at_step == target_step:
             _hang_if_chosen(session, fault.hang_rank)
         spike = fault.spike_at_step if session.fault_active and fault else None

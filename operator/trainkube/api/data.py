@@ -16,6 +16,7 @@ class FileFormat(StrEnum):
     JSONL = "jsonl"
     TEXT = "text"
     PARQUET = "parquet"
+    TOKENS = "tokens"
 
 
 class HubDataset(ApiModel):
@@ -36,7 +37,13 @@ class HubDataset(ApiModel):
 class DataFiles(VolumePath):
     """Files on a volume: `path` is a file or a folder of files, all of one format."""
 
-    format: FileFormat = Field(description="format of the files: jsonl, text or parquet.")
+    format: FileFormat = Field(
+        description="format of the files: jsonl, text or parquet (records, tokenized when the "
+        "job starts), or tokens: a folder `trainkube prepare` wrote (token shards and their "
+        "index.json), which every rank reads through a memory map, its own samples only, "
+        "whatever the corpus size. Prepared tokens must come from the model's tokenizer; "
+        "textField, promptField and responseField are then already applied."
+    )
 
 
 class BuiltinCorpus(StrEnum):
@@ -56,7 +63,9 @@ class DataSource(ApiModel):
     }
 
     hub: HubDataset | None = Field(default=None, description="a dataset on the Hugging Face Hub.")
-    files: DataFiles | None = Field(default=None, description="jsonl, text or parquet files.")
+    files: DataFiles | None = Field(
+        default=None, description="jsonl, text or parquet files, or prepared tokens."
+    )
     builtin: BuiltinCorpus | None = Field(
         default=None,
         description="a small corpus shipped with the trainer image, for demos and tests: "
