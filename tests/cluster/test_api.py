@@ -244,6 +244,60 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         ["spec.training.warmupSteps", "warmupSteps must be smaller than maxSteps"],
     ),
     (
+        "warmup-steps-and-ratio",
+        PRETRAIN,
+        {"spec.training.warmupRatio": 0.1},
+        ["spec.training.warmupRatio", "set warmupSteps or warmupRatio, not both"],
+    ),
+    (
+        "warmup-ratio-whole-run",
+        PRETRAIN,
+        {"spec.training.warmupSteps": DELETE, "spec.training.warmupRatio": 1.0},
+        ["spec.training.warmupRatio", "less than 1"],
+    ),
+    (
+        "eval-interval-beyond-run",
+        PRETRAIN,
+        {"spec.training.evalInterval": 1000},
+        ["spec.training.evalInterval", "evalInterval must be at most maxSteps"],
+    ),
+    (
+        "adam-epsilon-zero",
+        PRETRAIN,
+        {"spec.training.adamEpsilon": 0},
+        ["spec.training.adamEpsilon", "greater than 0"],
+    ),
+    (
+        "latency-of-one-token",
+        EVAL,
+        {
+            "spec.evaluations": [
+                *EVAL["spec"]["evaluations"][:2],
+                {"name": "speed", "latency": {"builtin": "tiny-eval", "maxNewTokens": 1}},
+            ]
+        },
+        ["spec.evaluations[2].latency.maxNewTokens", "greater than or equal to 2"],
+    ),
+    (
+        "few-shot-split-of-builtin-data",
+        EVAL,
+        {
+            "spec.evaluations": [
+                EVAL["spec"]["evaluations"][0],
+                {
+                    "name": "qa",
+                    "exactMatch": {
+                        "builtin": "tiny-eval",
+                        "numFewShot": 2,
+                        "fewShotSplit": "train",
+                    },
+                },
+                EVAL["spec"]["evaluations"][2],
+            ]
+        },
+        ["spec.evaluations[1].exactMatch.fewShotSplit", "fewShotSplit names another split"],
+    ),
+    (
         "two-checkpoint-volumes",
         PRETRAIN,
         {"spec.checkpoints.volume": {"claimName": "ckpt"}},

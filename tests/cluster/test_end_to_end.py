@@ -106,6 +106,14 @@ def test_pretrain_fine_tune_and_evaluate_for_real(
     perplexity = metrics[("held-out", "perplexity")]
     assert perplexity["value"] > 1
     assert perplexity["baseline"] > 1
-    assert evaluation["gatesPassed"] == "2/2"
+    speed = metrics[("speed", "tokensPerSecondP50")]
+    assert speed["value"] > 0
+    assert speed["baseline"] > 0
+    assert speed["setup"]["samples"] == 16
+    assert evaluation["gatesPassed"] == "3/3"
     row = crds.kubectl("get", "evaljob", "tiny-ab", "-n", namespace, "--no-headers").split()
-    assert row[1:3] == ["Succeeded", "2/2"]
+    assert row[1:3] == ["Succeeded", "3/3"]
+    # kubectl describe shows latency beside quality, with how it was measured.
+    described = crds.kubectl("describe", "evaljob", "tiny-ab", "-n", namespace)
+    for shown in ("perplexity", "exactMatch", "ttftP95Ms", "tokensPerSecondP50", "Max New Tokens"):
+        assert shown in described
