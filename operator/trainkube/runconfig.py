@@ -105,6 +105,20 @@ class Recovery(ApiModel):
     )
 
 
+class InProcessRollback(ApiModel):
+    """A rollback the trainer makes itself on divergence (spec.rollback with inProcess), by the
+    same rule the operator uses; when it cannot, it exits as diverged and the operator restarts
+    the pods from the checkpoint instead."""
+
+    steps_back: int = Field(description="go back to a checkpoint at least this many steps.")
+    lr_factor: float = Field(description="multiply the learning rate by this at each one.")
+    skip_batches: int = Field(default=0, description="batches after the checkpoint to skip.")
+    rollbacks_left: int = Field(description="of the job's maxRollbacks, those not yet used.")
+    timeout_seconds: float = Field(
+        default=120.0, description="how long the ranks wait for each other to agree."
+    )
+
+
 class Fault(ApiModel):
     """Deliberate faults, for tests and demos: a loss spike (random-token batches from a step
     on), a NaN loss at one step, a crash right after a step (and its checkpoint), or a rank that
@@ -184,6 +198,7 @@ class RunConfig(ApiModel):
     checkpoints: CheckpointPolicy | None = None
     divergence: SpikeRule | None = None
     recovery: Recovery = Field(default_factory=Recovery)
+    rollback: InProcessRollback | None = None
     fault: Fault | None = None
     evaluation: Evaluation | None = None
     output: Output | None = None

@@ -2,7 +2,9 @@
 goes back to belong to a timeline that diverged. Before training resumes, rank 0 moves them
 into `abandoned/attempt-N/` beside the checkpoints (a rename: nothing is deleted), so no later
 resume can land in that timeline, retention never keeps one of them in place of a checkpoint of
-the current timeline, and the new timeline may write the same step numbers again."""
+the current timeline, and the new timeline may write the same step numbers again. A rollback the
+running ranks make in place (`rollback.py`) does the same, into `abandoned/attempt-N-rollback-K/`
+for its K-th one: the same step may be abandoned more than once in one attempt."""
 
 from __future__ import annotations
 
@@ -23,16 +25,22 @@ def _fsync_dir(path: Path) -> None:
 
 
 def abandon_after(
-    published: list[tuple[int, Path]], step: int, *, attempt: int, rank: int
+    published: list[tuple[int, Path]],
+    step: int,
+    *,
+    attempt: int,
+    rank: int,
+    rollback: int | None = None,
 ) -> list[int]:
     """Move every published checkpoint after `step` aside (rank 0); every rank learns which.
-    Collective: all ranks call it."""
+    Collective: all ranks call it. `rollback`: the number of an in-process rollback."""
     moved: list[int] = []
+    folder = f"attempt-{attempt}" if rollback is None else f"attempt-{attempt}-rollback-{rollback}"
     if rank == 0:
         for found, path in published:
             if found <= step:
                 continue
-            target = path.parent / ABANDONED / f"attempt-{attempt}"
+            target = path.parent / ABANDONED / folder
             target.mkdir(parents=True, exist_ok=True)
             os.replace(path, target / path.name)
             moved.append(found)

@@ -17,7 +17,7 @@ import torch
 
 from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig
-from trainkube_trainer import lineage, tracking
+from trainkube_trainer import lineage, rollback, tracking
 from trainkube_trainer.checkpoints import Checkpoint, CheckpointManager
 from trainkube_trainer.data.sampler import BatchSampler, next_batch_index
 from trainkube_trainer.datasets_split import Sequences, train_and_validation
@@ -129,6 +129,8 @@ class Session:
     fault_active: bool
     step: int = 0
     position: int = 0
+    rollbacks: int = 0  # in-process rollbacks so far in this attempt
+    agreement: Any = None  # the ranks' group for agreeing on one (rollback.agreement_group)
 
 
 def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
@@ -201,12 +203,17 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
         # A rollback (learning rate lowered) means the fault has "passed".
         fault_active=fault is not None
         and not (fault.only_first_attempt and config.recovery.lr_factor < 1),
+        agreement=rollback.agreement_group(config.rollback),
     )
     if target is not None and manager is not None:
         info = manager.load(built.engine, target, universal=universal)
         session.step, session.position = int(info["step"]), int(info["dataPosition"])
         reporter.event(
-            "resumed", step=session.step, fromCheckpoint=target.path.name, universal=universal
+            "resumed",
+            step=session.step,
+            fromCheckpoint=target.path.name,
+            universal=universal,
+            at=round(time.time(), 3),
         )
     return session
 
@@ -245,14 +252,22 @@ def _hang_if_chosen(session: Session, rank: int) -> None:
             time.sleep(3600)
 
 
-def _check_divergence(session: Session, loss: float) -> None:
+def _check_divergence(session: Session, loss: float) -> bool:
+    """Whether the run diverged and rolled back in place (it goes on from the checkpoint)."""
     detector = session.detector
     verdict = detector.observe(session.step, loss) if detector and session.env.is_main else None
     verdict = broadcast(verdict)
-    if verdict is not None:
-        session.reporter.event("diverged", step=verdict.step, loss=verdict.loss, rule=verdict.rule)
-        tracking.log(session.tracker, {"diverged_at": verdict.step}, session.step)
+    if verdict is None:
+        return False
+    at = round(time.time(), 3)
+    session.reporter.event(
+        "diverged", step=verdict.step, loss=verdict.loss, rule=verdict.rule, at=at
+    )
+    tracking.log(session.tracker, {"diverged_at": verdict.step}, session.step)
+    # In place when it can (spec.rollback.inProcess); else the operator restarts the pods.
+    if not rollback.roll_back(session, verdict, session.agreement):
         raise DivergedError(verdict.step, verdict.loss, verdict.rule)
+    return True
 
 
 def _checkpoint_when_due(
@@ -324,7 +339,8 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
         began = time.monotonic()
         loss = _train_step(session)
         reporter.stepped(session.step, time.monotonic() - began)
-        _check_divergence(session, loss)
+        if _check_divergence(session, loss):
+            continue  # rolled back: the loop goes on from the checkpoint's step
         step = session.step
         elapsed = time.monotonic() - started
         done = step - started_step

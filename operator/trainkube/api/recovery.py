@@ -1,9 +1,14 @@
 """Recovery settings: how many restarts a job gets after pod or node failures, what counts as
 divergence (a loss spike), and how a rollback to an earlier checkpoint changes the run. The
-operator's recovery decisions and the trainer's spike detector both read these.
+operator's recovery decisions and the trainer's spike detector both read these, and both choose
+a rollback's checkpoint and skipped batches by the one rule here (`rollback_target`,
+`skipped_batches`): the operator when it restarts the pods, the trainer when it rolls back in
+place.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from pydantic import Field
 
@@ -88,3 +93,29 @@ class Rollback(ApiModel):
     max_rollbacks: int = Field(
         default=3, description="rollbacks allowed before the job fails.", ge=0, le=1000
     )
+    in_process: bool = Field(
+        default=True,
+        description="roll back inside the running workers: they agree on the checkpoint, load "
+        "it, lower the learning rate and skip the batches without their pods restarting, so a "
+        "rollback does not wait for the gang to be scheduled again. The pods restart as a new "
+        "attempt instead (as with false) when that fails: a checkpoint that does not load, a "
+        "rank that does not answer, no checkpoint stepsBack early enough, or ZeRO stage 3.",
+    )
+
+
+def latest_rollback_step(*, diverged_at: int, steps_back: int) -> int:
+    """The newest step a rollback after divergence at `diverged_at` may go back to."""
+    return diverged_at - steps_back
+
+
+def rollback_target(valid_steps: Iterable[int], *, diverged_at: int, steps_back: int) -> int | None:
+    """The checkpoint a rollback goes back to: the newest valid one at least `steps_back` steps
+    before the divergence; None when there is none (the run starts again from step 0)."""
+    latest = latest_rollback_step(diverged_at=diverged_at, steps_back=steps_back)
+    return max((s for s in valid_steps if s <= latest), default=None)
+
+
+def skipped_batches(data_position: int, count: int) -> tuple[int, int] | None:
+    """The data batches [start, end) a rollback to a checkpoint taken at `data_position` skips:
+    the `count` batches that followed it (the ones that led to the spike)."""
+    return (data_position, data_position + count) if count else None

@@ -61,6 +61,7 @@ class Reason(StrEnum):
     ROLLING_BACK = "RollingBack"
     ESCALATED = "PlanEscalated"
     ROLLBACK_REQUESTED = "RollbackRequested"
+    ROLLED_BACK_IN_PROCESS = "RolledBackInProcess"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     SUSPENDED = "Suspended"
     RESUMED = "Resumed"
@@ -160,6 +161,12 @@ class Attempt(ApiModel):
     last_step: int | None = Field(
         default=None, description="the last step it reported (what a restart recomputes).", ge=0
     )
+    in_process_rollbacks: int | None = Field(
+        default=None,
+        description="rollbacks its workers made in place (each is in status.rollbacks and "
+        "counted in recovery.rollbacks once).",
+        ge=0,
+    )
 
 
 class Progress(ApiModel):
@@ -207,6 +214,12 @@ class RollbackRecord(ApiModel):
     learning_rate: float = Field(description="the new peak learning rate.")
     skipped_batches: int = Field(default=0, description="data batches skipped.", ge=0)
     time: str = Field(description="when it happened (RFC 3339).")
+    in_process: bool = Field(
+        default=False,
+        description="true: the running workers rolled back in place (no pod restarted); "
+        "false: the pods restarted as a new attempt.",
+    )
+    attempt: int | None = Field(default=None, description="the attempt it happened in.", ge=1)
 
 
 class SkipRange(ApiModel):

@@ -5,7 +5,8 @@ steps it kept, and where the rest went, from the attempts, checkpoints and progr
 - start-up: from there to its first step (loading the model, resuming a checkpoint);
 - checkpointing: the save time of every checkpoint the trainer reported;
 - recomputation: after a restart, the steps between the checkpoint it resumed from and the
-  last step the attempt before it reached, at the run's mean step time;
+  last step the attempt before it reached, and after an in-process rollback the steps between
+  its checkpoint and the spike, at the run's mean step time;
 - restarts: from an attempt's end to the next one's start (back-off, deleting the old gang);
 - suspended: time suspended.
 What is left is productive. The ETA is the remaining steps at the mean step time.
@@ -33,6 +34,15 @@ def _recomputed_steps(attempts: list[Attempt]) -> int:
     return steps
 
 
+def _rolled_back_steps(status: JobStatus) -> int:
+    """Steps the workers trained again after rolling back in place."""
+    return sum(
+        max(0, r.detected_at_step - r.from_checkpoint_step)
+        for r in status.rollbacks
+        if r.in_process
+    )
+
+
 def _lost(status: JobStatus, end: str, step_seconds: float | None) -> LostTime:
     attempts = list(status.attempts)
     scheduling = startup = 0.0
@@ -46,7 +56,9 @@ def _lost(status: JobStatus, end: str, step_seconds: float | None) -> LostTime:
         scheduling=round(scheduling),
         startup=round(startup),
         checkpointing=round(sum(c.seconds or 0.0 for c in status.checkpoints)),
-        recomputation=round(_recomputed_steps(attempts) * (step_seconds or 0.0)),
+        recomputation=round(
+            (_recomputed_steps(attempts) + _rolled_back_steps(status)) * (step_seconds or 0.0)
+        ),
         restarts=round(gaps),
         suspended=status.suspended_seconds or 0,
     )

@@ -19,7 +19,7 @@ from trainkube.controller import workers
 
 FLOOR_SECONDS = 300.0
 STEP_MULTIPLE = 10.0
-SLOW_PHASES = frozenset({"starting", "validating", "checkpointing", "saving"})
+SLOW_PHASES = frozenset({"starting", "validating", "checkpointing", "saving", "rollingBack"})
 SLOW_FACTOR = 4.0
 REPORT_LAG_SECONDS = 10.0  # the trainer's heartbeat interval (runconfig.Reporting)
 

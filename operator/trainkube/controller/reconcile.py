@@ -144,6 +144,13 @@ def _mtbf(seen: Seen, status: JobStatus) -> float | None:
     return interval.refined_seconds(config.auto_mtbf_seconds, status, timestamps.now())
 
 
+def _rollbacks_left(seen: Seen, status: JobStatus) -> int:
+    """Of the spec's maxRollbacks, those no rollback has used yet."""
+    policy = seen.observed.rollback_policy
+    used = status.recovery.rollbacks if status.recovery else 0
+    return max(0, policy.max_rollbacks - used) if policy is not None else 0
+
+
 def _attempt_spec(
     seen: Seen, decision: Decision, number: int, *, faults: bool
 ) -> runspec.WorkerSpec:
@@ -163,6 +170,7 @@ def _attempt_spec(
         fresh_start=record.resumed_from_step == 0,
         rollback_to=record.rollback_to,
         mtbf_seconds=_mtbf(seen, status),
+        rollbacks_left=_rollbacks_left(seen, status),
     )
     fault = _fault(seen.body, number, enabled=faults)
     return runspec.for_attempt(seen.spec, attempt, chosen, fault)

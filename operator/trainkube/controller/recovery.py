@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainkube import timestamps
-from trainkube.api.recovery import FailurePolicy, Rollback
+from trainkube.api.recovery import FailurePolicy, Rollback, rollback_target, skipped_batches
 from trainkube.api.status import (
     JobStatus,
     PlanEscalation,
@@ -64,9 +64,12 @@ def _rollback(
                 f"after {state.rollbacks} rollbacks; maxRollbacks is {policy.max_rollbacks}",
             )
         )
-    limit = step - policy.steps_back
-    earlier = [c for c in status.checkpoints if c.step <= limit and c.valid]
-    target = max(earlier, key=lambda c: c.step) if earlier else None
+    chosen = rollback_target(
+        (c.step for c in status.checkpoints if c.valid),
+        diverged_at=step,
+        steps_back=policy.steps_back,
+    )
+    target = next((c for c in status.checkpoints if c.step == chosen and c.valid), None)
     factor = state.learning_rate_factor * policy.lr_factor
     start = (
         (target.data_position if target and target.data_position is not None else target.step)
@@ -74,8 +77,9 @@ def _rollback(
         else 0
     )
     skips = list(state.skip_batches)
-    if policy.skip_batches:
-        skips.append(SkipRange(start=start, end=start + policy.skip_batches))
+    skipped = skipped_batches(start, policy.skip_batches)
+    if skipped is not None:
+        skips.append(SkipRange(start=skipped[0], end=skipped[1]))
     record = RollbackRecord(
         detected_at_step=step,
         loss=str(divergence.get("loss")),
@@ -84,6 +88,7 @@ def _rollback(
         learning_rate=base_lr * factor,
         skipped_batches=policy.skip_batches,
         time=now,
+        attempt=failure.attempt,
     )
     origin = f"checkpoint step-{target.step}" if target else "step 0 (no checkpoint early enough)"
     message = (

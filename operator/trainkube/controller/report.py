@@ -4,10 +4,18 @@ and the events of the current attempt, read into status."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from trainkube.api.evaljob import GateResult, MetricResult
-from trainkube.api.status import Attempt, CheckpointInterval, CheckpointRecord, Progress
+from trainkube.api.status import (
+    Attempt,
+    CheckpointInterval,
+    CheckpointRecord,
+    Progress,
+    RollbackRecord,
+    SkipRange,
+)
 
 
 def progress(report: dict[str, Any], now: str) -> Progress | None:
@@ -74,6 +82,49 @@ def checkpoints(report: dict[str, Any], known: list[CheckpointRecord]) -> list[C
             )
     # An abandoned checkpoint stays listed (not valid, and why) while retention forgets it.
     return [by_step[s] for s in sorted(by_step) if kept is None or s in kept or s in abandoned]
+
+
+@dataclass(frozen=True)
+class InProcessRollback:
+    """A rollback the workers made in place, as the trainer reported it: its number within the
+    attempt (what makes recording it idempotent), the record for status.rollbacks, the
+    learning-rate factor it left and the batches it skipped."""
+
+    number: int
+    record: RollbackRecord
+    learning_rate_factor: float
+    skipped: SkipRange | None
+
+
+def in_process_rollbacks(report: dict[str, Any], attempt: int) -> list[InProcessRollback]:
+    """Every in-process rollback of attempt `attempt` its trainer reported, oldest first. The
+    trainer keeps the whole list in progress.json (not only in the recent events), so a
+    reconcile that comes late, or an operator that restarted, still finds each one."""
+    found: list[InProcessRollback] = []
+    for entry in (report.get("progress.json") or {}).get("rollbacks") or []:
+        try:
+            skipped = entry.get("skipped")
+            found.append(
+                InProcessRollback(
+                    number=int(entry["number"]),
+                    record=RollbackRecord(
+                        detected_at_step=int(entry["detectedAtStep"]),
+                        loss=str(entry.get("loss")),
+                        rule=str(entry.get("rule", "")),
+                        from_checkpoint_step=int(entry["fromCheckpointStep"]),
+                        learning_rate=float(entry["learningRate"]),
+                        skipped_batches=int(entry.get("skippedBatches") or 0),
+                        time=str(entry["time"]),
+                        in_process=True,
+                        attempt=attempt,
+                    ),
+                    learning_rate_factor=float(entry["learningRateFactor"]),
+                    skipped=SkipRange(start=skipped[0], end=skipped[1]) if skipped else None,
+                )
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return sorted(found, key=lambda r: r.number)
 
 
 def _number(value: Any) -> float | None:

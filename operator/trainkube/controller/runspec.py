@@ -14,6 +14,7 @@ from trainkube.api.evaljob import EvalJob
 from trainkube.api.finetunejob import FineTuneJob, FineTuneJobSpec, Lora, Method
 from trainkube.api.llmtrainingjob import LLMTrainingJob, LLMTrainingJobSpec
 from trainkube.api.model import ModelSource
+from trainkube.api.recovery import Rollback
 from trainkube.api.refs import JobOutputRef, VolumePath
 from trainkube.api.status import Output as OutputStatus
 from trainkube.api.tracking import Tracking
@@ -26,6 +27,7 @@ from trainkube.runconfig import (
     Evaluation,
     Fault,
     Files,
+    InProcessRollback,
     ModelRef,
     Output,
     Plan,
@@ -177,6 +179,7 @@ class Attempt:
     fresh_start: bool = False
     rollback_to: int | None = None  # a rollback attempt: the step it goes back to
     mtbf_seconds: float | None = None  # interval auto: the MTBF refined by the job's history
+    rollbacks_left: int = 0  # of maxRollbacks, for a rollback in the running workers
 
 
 def worker_spec(
@@ -259,11 +262,24 @@ def worker_spec(
             "recovery": Recovery(
                 lr_factor=attempt.lr_factor, skip_batches=list(attempt.skip_batches)
             ),
+            "rollback": _in_process(js.rollback, attempt),
             "output": run_output,
             "tracking": _tracking(js.tracking, spec, run_id=f"{namespace}-{name}"),
         }
     )
     return spec
+
+
+def _in_process(policy: Rollback, attempt: Attempt) -> InProcessRollback | None:
+    """What the trainer needs to roll back by itself, when the spec lets it."""
+    if not (policy.enabled and policy.in_process):
+        return None
+    return InProcessRollback(
+        steps_back=policy.steps_back,
+        lr_factor=policy.lr_factor,
+        skip_batches=policy.skip_batches,
+        rollbacks_left=attempt.rollbacks_left,
+    )
 
 
 def _eval_spec(
@@ -330,6 +346,10 @@ def for_attempt(
     if config.recovery is not None:
         update["recovery"] = Recovery(
             lr_factor=attempt.lr_factor, skip_batches=list(attempt.skip_batches)
+        )
+    if config.rollback is not None:
+        update["rollback"] = config.rollback.model_copy(
+            update={"rollbacks_left": attempt.rollbacks_left}
         )
     if plan is not None and config.plan is not None:
         update["plan"] = Plan(

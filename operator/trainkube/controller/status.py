@@ -134,6 +134,10 @@ class _Step:
         return self.updates.get("recovery") or self.current.recovery or RecoveryState()
 
     @property
+    def rollbacks(self) -> list[RollbackRecord]:
+        return list(self.updates.get("rollbacks", self.current.rollbacks))
+
+    @property
     def rolling(self) -> bool:
         return self.conds.true(ConditionType.ROLLING_BACK)
 
@@ -248,7 +252,7 @@ def _after_failure(step: _Step, reason: Reason, message: str) -> Decision:
             recovery.Failure(last.number, reason, message, observed.divergence),
             failure_policy=observed.failure_policy,
             rollback=observed.rollback_policy or Rollback(enabled=False),
-            status=step.current,
+            status=step.current.model_copy(update=step.updates),
             escalation=observed.escalation,
             base_lr=observed.base_lr,
             now=step.now,
@@ -264,12 +268,51 @@ def _after_failure(step: _Step, reason: Reason, message: str) -> Decision:
         return step.decide(Phase.FAILED, keep=last.number)
     step.updates["recovery"] = outcome.recovery
     if outcome.rollback is not None:
-        step.updates["rollbacks"] = [*step.current.rollbacks, outcome.rollback]
+        step.updates["rollbacks"] = [*step.rollbacks, outcome.rollback]
         step.conds.mark(
             ConditionType.ROLLING_BACK, True, outcome.reason, outcome.message, warn=True
         )
     step.conds.mark(ConditionType.RUNNING, False, outcome.reason, outcome.message, warn=True)
     return _start_next(step, waiting_for=None)
+
+
+def _record_in_process_rollbacks(step: _Step) -> None:
+    """Rollbacks the workers of the latest attempt made in place: each goes into
+    status.rollbacks and spends one of maxRollbacks exactly once. The attempt remembers how many
+    of its trainer's (numbered) rollbacks are recorded, so a reconcile that sees the same report
+    again, after a failed status write or an operator restart, adds none twice."""
+    last = step.last
+    if last is None:
+        return
+    seen = last.in_process_rollbacks or 0
+    new = [
+        r for r in report.in_process_rollbacks(step.observed.report, last.number) if r.number > seen
+    ]
+    if not new:
+        return
+    state = step.recovery
+    skips = [*state.skip_batches, *(r.skipped for r in new if r.skipped is not None)]
+    step.updates["rollbacks"] = [*step.rollbacks, *(r.record for r in new)]
+    step.updates["recovery"] = state.model_copy(
+        update={
+            "rollbacks": state.rollbacks + len(new),
+            "learning_rate_factor": new[-1].learning_rate_factor,
+            "skip_batches": skips,
+        }
+    )
+    step.attempts[-1] = last.model_copy(update={"in_process_rollbacks": new[-1].number})
+    policy = step.observed.rollback_policy
+    budget = policy.max_rollbacks if policy is not None else "?"
+    for found in new:
+        record = found.record
+        message = (
+            f"diverged at step {record.detected_at_step} ({record.rule}): the workers of attempt "
+            f"{last.number} rolled back in place to checkpoint step-{record.from_checkpoint_step}, "
+            f"learning rate {record.learning_rate:g}, skipping {record.skipped_batches} batches "
+            f"(rollback {state.rollbacks + found.number - seen} of {budget})"
+        )
+        step.conds.events.append(("Warning", Reason.ROLLED_BACK_IN_PROCESS.value, message))
+    step.conds.mark(ConditionType.ROLLING_BACK, False, Reason.ROLLED_BACK_IN_PROCESS, message)
 
 
 def _requested_rollback(step: _Step) -> Decision | None:
@@ -428,6 +471,7 @@ def derive(
     if plan is not None:
         step.conds.mark(ConditionType.PLANNED, True, Reason.PLAN_FITS, plan.reason)
         step.updates["plan"] = plan_status(plan)
+    _record_in_process_rollbacks(step)
     if observed.suspend:
         alive = observed.pods_alive
         stopped = f"suspended: stopping {alive} workers" if alive else "suspended: workers stopped"
