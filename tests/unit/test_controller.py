@@ -78,7 +78,8 @@ def test_secrets_are_mounted_as_files_and_data_claims_read_only() -> None:
     assert run.tracking.api_key_file == "/var/run/secrets/trainkube/wandb/api-key"
     assert run.data is not None
     assert run.data.files is not None
-    assert run.data.files.path == "/data/pretraining-data/fineweb-edu"
+    assert run.data.files.path == "/data/pretraining-data/fineweb-edu-llama2"
+    assert run.data.files.format == "tokens"
     data_mount = next(c for c in spec.claims if c.claim == "pretraining-data")
     assert data_mount.read_only
     # No Secret value ever enters the run config.
