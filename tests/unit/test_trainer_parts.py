@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainkube.api.evaljob import Gate, Harness
+from trainkube.api.evaljob import Gate
 from trainkube.api.recovery import SpikeRule
-from trainkube.runconfig import EvalTask, ModelRef
 from trainkube_trainer import gates
 from trainkube_trainer.checkpoints import retained, verify, write_manifest
 from trainkube_trainer.data.corpus import tiny_eval, tiny_instructions, tiny_stories
 from trainkube_trainer.data.sampler import BatchSampler, next_batch_index
 from trainkube_trainer.data.tokenize import IGNORE, pack_text, prompt_response
 from trainkube_trainer.divergence import DivergenceDetector
-from trainkube_trainer.evaluate import EvalError, _harness
 from trainkube_trainer.tokenizer import BYTE_VOCAB_SIZE, byte_tokenizer
 
 
@@ -158,9 +156,3 @@ def test_gates_judge_bounds_and_regressions_in_the_right_direction() -> None:
     )
     assert [v.passed for v in verdicts] == [True, False, False, True, False]
     assert "no such metric" in verdicts[4].message
-
-
-def test_harness_tasks_without_lm_eval_say_which_package_is_missing() -> None:
-    task = EvalTask(name="bench", harness=Harness(tasks=["hellaswag"]))
-    with pytest.raises(EvalError, match="has no lm_eval package: use an image with"):
-        _harness(task, ModelRef(path="/models/m"), None)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from trainkube.api.data import DataSource
 from trainkube.api.evaljob import FewShot, LatencySetup
 from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import DataRef, EvalTask, Files, ModelRef, RunConfig
-from trainkube_trainer import fewshot, gates, latency
+from trainkube_trainer import fewshot, gates, harness, inference, latency
 from trainkube_trainer.data.source import load_records
 from trainkube_trainer.distributed import DistEnv, broadcast
-from trainkube_trainer.models import load_model, load_tokenizer
+from trainkube_trainer.models import load_tokenizer
 from trainkube_trainer.reporting import Reporter
 
 
@@ -205,33 +206,6 @@ def _multiple_choice(
     return {"accuracy": value, "examples": count}
 
 
-def _harness(task: EvalTask, ref: ModelRef, env: DistEnv) -> dict[str, float]:
-    spec = task.harness
-    assert spec is not None
-    try:
-        import lm_eval  # noqa: PLC0415
-    except ImportError as error:
-        raise EvalError(
-            f"evaluation {task.name!r} uses lm-evaluation-harness tasks, but this trainer image "
-            "has no lm_eval package: use an image with `pip install lm-eval`"
-        ) from error
-    pretrained = ref.path or (ref.hub.id if ref.hub else None)
-    if pretrained is None:
-        raise EvalError(f"evaluation {task.name!r}: harness tasks need a hub or path model")
-    results = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=f"pretrained={pretrained}",
-        tasks=spec.tasks,
-        num_fewshot=spec.num_few_shot,
-    )
-    return {
-        f"{name}.{metric.split(',')[0]}": float(value)
-        for name, metrics in results["results"].items()
-        for metric, value in metrics.items()
-        if isinstance(value, int | float)
-    }
-
-
 def _latency(
     task: EvalTask, model: Any, tokenizer: Any, env: DistEnv, root: str | None, seed: int
 ) -> tuple[dict[str, float], LatencySetup]:
@@ -267,9 +241,23 @@ def evaluate_model(
     assert config.evaluation is not None
     tokenizer = load_tokenizer(ref)
     dtype = torch.float32 if env.on_cpu else torch.bfloat16
-    model: Any = load_model(ref, tokenizer=tokenizer, dtype=dtype)
-    model.to(torch.device("cpu" if env.on_cpu else f"cuda:{env.local_rank}"))
-    model.eval()
+    device = torch.device("cpu" if env.on_cpu else f"cuda:{env.local_rank}")
+    with tempfile.TemporaryDirectory(prefix="offload-") as offload:
+        model = inference.load(
+            ref,
+            tokenizer=tokenizer,
+            dtype=dtype,
+            device=device,
+            budget=inference.device_budget(device),
+            offload_folder=Path(offload),
+        )
+        return _evaluate(model, tokenizer, ref, config, env)
+
+
+def _evaluate(
+    model: Any, tokenizer: Any, ref: ModelRef, config: RunConfig, env: DistEnv
+) -> tuple[dict[str, float], dict[str, LatencySetup]]:
+    assert config.evaluation is not None
     root, seed = config.evaluation.data_root, config.seed
     metrics: dict[str, float] = {}
     setups: dict[str, LatencySetup] = {}
@@ -283,7 +271,10 @@ def evaluate_model(
         elif task.multiple_choice:
             found = _multiple_choice(task, model, tokenizer, env, root, seed)
         else:
-            found = _harness(task, ref, env)
+            try:
+                found = harness.evaluate(task, ref)
+            except harness.HarnessError as error:
+                raise EvalError(str(error)) from error
         metrics.update({f"{task.name}.{name}": value for name, value in found.items()})
     return metrics, setups
 
