@@ -129,6 +129,7 @@ def roll_back(session: Session, verdict: Verdict, group: Any) -> bool:
         log("rollback-in-process-refused", step=verdict.step, reason="another world size")
         return False
     ok, info, moved = True, dict[str, Any](), list[int]()
+    loading = time.monotonic()
     try:
         info, moved = _load(session, target, number)
     except Exception as error:  # a checkpoint that does not load: the pods restart instead
@@ -136,7 +137,8 @@ def roll_back(session: Session, verdict: Verdict, group: Any) -> bool:
         ok = False
     if not _all_agree(ok, group):
         return False
-    _continue_from(session, verdict, target, info, moved, started)
+    loaded = time.monotonic() - loading
+    _continue_from(session, verdict, target, info, moved, started, loaded)
     return True
 
 
@@ -147,6 +149,7 @@ def _continue_from(
     info: dict[str, Any],
     moved: list[int],
     started: float,
+    load_seconds: float,
 ) -> None:
     """Every rank loaded `target`: train on from it, slower and past the batches that led to
     the spike, and report the rollback."""
@@ -199,5 +202,11 @@ def _continue_from(
         dataPosition=session.position,
         rollbacks=[*reporter.state.get("rollbacks", []), record],
     )
-    reporter.event("rolledBack", seconds=seconds, at=round(time.time(), 3), **record)
+    reporter.event(
+        "rolledBack",
+        seconds=seconds,
+        loadSeconds=round(load_seconds, 3),
+        at=round(time.time(), 3),
+        **record,
+    )
     reporter.phase("training")
