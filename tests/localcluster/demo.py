@@ -167,12 +167,19 @@ def run(cluster: LocalCluster) -> None:
 def _report(cluster: LocalCluster) -> None:
     _step("kubectl get trainkube")
     print(cluster.kubectl("get", "trainkube", "-n", NAMESPACE))
-    _step("evaluation results (status.results and status.gates of tiny-ab)")
+    _step("evaluation results, quality and latency (status.results and status.gates of tiny-ab)")
     evaluation = _status(cluster, "evaljob", "tiny-ab")
     for result in evaluation.get("results", []):
         baseline = f" (baseline {result['baseline']:.4g})" if "baseline" in result else ""
         name = f"{result['evaluation']}.{result['metric']}"
-        print(f"  {name}: {result['value']:.4g}{baseline}")
+        setup = result.get("setup")
+        measured = (
+            f" [{setup['decoding']}, {setup['maxNewTokens']} new tokens, {setup['samples']} "
+            f"samples after {setup['warmup']} warm-up, {setup['device']}]"
+            if setup
+            else ""
+        )
+        print(f"  {name}: {result['value']:.4g}{baseline}{measured}")
     for gate in evaluation.get("gates", []):
         verdict = "passed" if gate["passed"] else "FAILED"
         print(f"  gate {gate['metric']}: {verdict} - {gate['message']}")

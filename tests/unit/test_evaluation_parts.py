@@ -3,10 +3,14 @@ gates' ratio. The trainer tests (tests/trainer/test_evaluation.py) run them for 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from trainkube.api.data import BuiltinCorpus
 from trainkube.api.evaljob import ExactMatch, Gate, Harness, MultipleChoice
+from trainkube.planner.report import report
 from trainkube.runconfig import EvalTask, ModelRef
 from trainkube_trainer import fewshot, gates, harness, latency
 from trainkube_trainer.data.corpus import tiny_eval
@@ -144,3 +148,30 @@ def test_harness_tasks_without_lm_eval_say_which_package_is_missing() -> None:
     task = EvalTask(name="bench", harness=Harness(tasks=["hellaswag"], num_few_shot=5))
     with pytest.raises(harness.HarnessError, match="has no lm_eval package: use an image with"):
         harness.evaluate(task, ModelRef(path="/models/m"))
+
+
+def _plan_of_eval(tmp_path: Path, gpu_memory: str) -> str:
+    shape = {"layers": 32, "hiddenSize": 4096, "heads": 32, "vocabSize": 32000}
+    manifest = {
+        "apiVersion": "trainkube.io/v1alpha1",
+        "kind": "EvalJob",
+        "metadata": {"name": "big"},
+        "spec": {
+            "model": {"hub": {"id": "org/llama-7b"}, "shape": {**shape, "contextLength": 4096}},
+            "evaluations": [{"name": "speed", "latency": {"builtin": "tiny-eval"}}],
+            "resources": {"nodes": 1, "gpusPerNode": 1, "gpuMemory": gpu_memory},
+        },
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    text, ok = report([path], deepspeed=False)
+    assert ok
+    return text
+
+
+def test_the_plan_says_when_an_evaluated_model_will_be_offloaded(tmp_path: Path) -> None:
+    # 6.7B parameters are 12.6 GiB in 16 bits: more than 80 % of a 12Gi GPU, less of a 16Gi.
+    offloaded = _plan_of_eval(tmp_path, "12Gi")
+    assert "offload:  more than 80% of a 12.0 GiB GPU" in offloaded
+    assert "Accelerate's big-model inference" in offloaded
+    assert "offload:" not in _plan_of_eval(tmp_path, "16Gi")

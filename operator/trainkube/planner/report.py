@@ -16,11 +16,13 @@ from trainkube.api.finetunejob import FineTuneJob
 from trainkube.api.llmtrainingjob import LLMTrainingJob
 from trainkube.api.model import ModelSource
 from trainkube.api.refs import JobOutputRef
-from trainkube.planner.from_spec import model_shape, request_for
+from trainkube.planner.from_spec import _bytes, model_shape, request_for
 from trainkube.planner.memory import human_bytes, human_count
 from trainkube.planner.plan import Plan, PlanError, PlanRequest, plan
 
 MODELS = {kind.kind: kind.model for kind in KINDS}
+# The share of a GPU the trainer gives an evaluated model's weights (trainkube_trainer.inference).
+OFFLOAD_SHARE = 0.8
 
 
 def load_manifests(paths: list[Path]) -> list[ApiModel]:
@@ -86,13 +88,21 @@ def _eval_lines(job: EvalJob, jobs: list[ApiModel]) -> list[str]:
         return [f"  cannot estimate: {error}"]
     resources = job.spec.resources
     weight = 4 if resources.gpus_per_node == 0 else 2
-    return [
+    lines = [
         f"  model:    {human_count(shape.parameters())} parameters; evaluation runs inference "
         "(no gradients or optimizer states)",
         f"  weights:  {human_bytes(weight * shape.parameters())} per rank, "
         + ("fp32 on the CPU" if weight == 4 else "16-bit on each GPU")
         + (" (and the same again for the baseline)" if job.spec.baseline else ""),
     ]
+    gpu = _bytes(resources.gpu_memory) if resources.gpus_per_node else 0
+    if gpu and weight * shape.parameters() > OFFLOAD_SHARE * gpu:
+        lines.append(
+            f"  offload:  more than {OFFLOAD_SHARE:.0%} of a {human_bytes(gpu)} GPU: the trainer "
+            "loads it with Accelerate's big-model inference, the layers that do not fit in host "
+            "memory (then on disk), moved in for each pass: the same results, slower"
+        )
+    return lines
 
 
 def report(paths: list[Path], *, deepspeed: bool) -> tuple[str, bool]:
