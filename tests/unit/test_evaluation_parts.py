@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from trainkube.api.data import BuiltinCorpus
-from trainkube.api.evaljob import ExactMatch, Gate, Harness, MultipleChoice
+from trainkube.api.evaljob import EvalJobStatus, ExactMatch, Gate, Harness, MultipleChoice
+from trainkube.controller.report import eval_results
 from trainkube.planner.report import report
 from trainkube.runconfig import EvalTask, ModelRef
 from trainkube_trainer import fewshot, gates, harness, latency
@@ -175,3 +176,34 @@ def test_the_plan_says_when_an_evaluated_model_will_be_offloaded(tmp_path: Path)
     assert "offload:  more than 80% of a 12.0 GiB GPU" in offloaded
     assert "Accelerate's big-model inference" in offloaded
     assert "offload:" not in _plan_of_eval(tmp_path, "16Gi")
+
+
+def test_the_operator_keeps_how_latency_was_measured_in_status() -> None:
+    setup = {
+        "decoding": "greedy",
+        "maxNewTokens": 16,
+        "samples": 16,
+        "warmup": 2,
+        "device": "cpu (1 threads)",
+    }
+    trainer_report = {
+        "progress.json": {
+            "results": [
+                {
+                    "evaluation": "speed",
+                    "metric": "ttftP95Ms",
+                    "value": 12.5,
+                    "baseline": 11.0,
+                    "examples": 16,
+                    "setup": setup,
+                }
+            ],
+            "gates": [{"metric": "speed.ttftP95Ms", "passed": True, "message": "passed"}],
+            "gatesPassed": "1/1",
+        }
+    }
+    found = eval_results(trainer_report)
+    status = EvalJobStatus(**found).to_wire()
+    assert status["results"][0]["setup"] == setup
+    assert status["results"][0]["baseline"] == 11.0
+    assert status["gatesPassed"] == "1/1"
