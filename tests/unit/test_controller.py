@@ -456,3 +456,15 @@ def test_the_fault_annotation_is_obeyed_only_with_test_hooks_on() -> None:
     assert fault is not None
     assert fault.spike_at_step == 45
     assert reconcile._fault(body, 2, enabled=on.enabled) is None  # first attempt only
+
+
+def test_a_tokenizer_on_a_volume_is_mounted_read_only_and_named_in_the_run_config() -> None:
+    body = yaml.safe_load(yaml.safe_dump(BIG))
+    del body["spec"]["model"]["tokenizer"]
+    body["spec"]["model"]["tokenizerVolume"] = {"claimName": "tokenizers", "path": "llama-2/"}
+    spec = _spec(LLMTrainingJob.model_validate(body))
+    assert ("tokenizers", "/models/tokenizers", True) in {
+        (c.claim, c.mount_path, c.read_only) for c in spec.claims
+    }
+    assert spec.run_config.model.tokenizer_path == "/models/tokenizers/llama-2"
+    assert spec.run_config.model.tokenizer_hub is None

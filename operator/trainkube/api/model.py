@@ -104,6 +104,12 @@ class ModelSource(ApiModel):
                 "from architecture already has its shape: remove shape",
                 field_path=".shape",
             ),
+            Rule(
+                rule="!(has(self.tokenizer) && has(self.tokenizerVolume))",
+                message="tokenizer (a hub id) and tokenizerVolume (a folder on a volume) are two "
+                "ways to name one tokenizer: set one of them",
+                field_path=".tokenizerVolume",
+            ),
         )
     }
 
@@ -134,8 +140,15 @@ class ModelSource(ApiModel):
     )
     tokenizer: HubModel | None = Field(
         default=None,
-        description="the tokenizer, when it is not the model's own. A model built from an "
-        "architecture uses a byte-level tokenizer unless this is set.",
+        description="the tokenizer on the Hugging Face Hub, when it is not the model's own. A "
+        "model built from an architecture uses a byte-level tokenizer unless this or "
+        "tokenizerVolume is set.",
+    )
+    tokenizer_volume: VolumePath | None = Field(
+        default=None,
+        description="the tokenizer in a folder on a volume, when it is not the model's own: "
+        "saved with transformers' save_pretrained, or a tokenizers tokenizer.json (whose "
+        "special tokens include an end-of-sequence token such as <|endoftext|> or </s>).",
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,

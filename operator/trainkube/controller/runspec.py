@@ -83,6 +83,11 @@ def _model_ref(
         spec.secrets[source.token_secret_ref.name] = source.token_secret_ref.key
         token = layout.secret_file(source.token_secret_ref.name, source.token_secret_ref.key)
     common = ModelRef(dtype=source.dtype, token_file=token, tokenizer_hub=source.tokenizer)
+    if source.tokenizer_volume is not None:
+        volume = source.tokenizer_volume
+        spec.mount(volume.claim_name, layout.MODELS_ROOT, read_only=True)
+        tokenizer = layout.model_path(volume.claim_name, volume.path)
+        common = common.model_copy(update={"tokenizer_path": tokenizer})
     if source.hub is not None:
         return common.model_copy(update={"hub": source.hub})
     if source.architecture is not None:
