@@ -37,7 +37,7 @@ FORMAT = "trainkube-tokens"
 VERSION = 1
 INDEX = "index.json"
 SHARD_TOKENS = 1 << 28  # 256 Mi tokens (512 MiB at 16 bits) per shard by default
-PAGE = mmap.PAGESIZE
+FAULT_AROUND = 1 << 16  # Linux's default fault_around_bytes
 
 
 class Kind(StrEnum):
@@ -172,8 +172,11 @@ class _Mapped:
         view = np.frombuffer(self.map, self.dtype, count=stop - start, offset=start * item)
         out = view.copy()
         del view
-        first = start * item // PAGE * PAGE
-        self.map.madvise(mmap.MADV_DONTNEED, first, stop * item - first)
+        # The kernel maps the pages around a faulting one too (fault-around, 64 KiB aligned):
+        # release the aligned windows the read fell in, not only its own pages.
+        first = start * item // FAULT_AROUND * FAULT_AROUND
+        end = min(-(-stop * item // FAULT_AROUND) * FAULT_AROUND, len(self.map))
+        self.map.madvise(mmap.MADV_DONTNEED, first, end - first)
         return out
 
 
