@@ -1,6 +1,7 @@
 """The operator recovers jobs without a person: on fake GPU nodes (KWOK) for out-of-memory,
-plain failures and budgets; with real training on the real CPU node for a loss spike (rollback)
-and a worker killed mid-run (resume from the newest checkpoint)."""
+plain failures and budgets; with real training on the real CPU node for a loss spike (rolled
+back in place by the workers, or by restarting the pods) and a worker killed mid-run (resume
+from the newest checkpoint)."""
 
 from __future__ import annotations
 
@@ -118,52 +119,44 @@ def _real_job(name: str, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.mark.usefixtures("operator")
-def test_a_loss_spike_rolls_back_once_and_the_job_completes(
+def test_a_loss_spike_rolls_back_in_place_and_the_job_completes_with_the_same_pods(
     api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
 ) -> None:
     manifest = _real_job("spiky", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
     _apply(crds, namespace, manifest)
+
+    def running_pods() -> dict[str, str] | None:
+        pods = _attempt_pods(api_client, namespace, "spiky", 1)
+        uids = {p.metadata.name: p.metadata.uid for p in pods if p.status.phase == "Running"}
+        return uids if len(uids) == 2 else None
+
+    before: dict[str, str] = wait_for(running_pods, timeout_s=180, interval_s=0.5)
     done = _finished(api_client, namespace, "spiky")
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     [rollback] = done["rollbacks"]
+    assert rollback["inProcess"] is True
     assert rollback["detectedAtStep"] == 46  # batches poisoned from 45, patience 2
-    assert rollback["fromCheckpointStep"] <= 46 - 10
-    assert rollback["fromCheckpointStep"] == 30
-    assert rollback["learningRate"] == pytest.approx(0.0015)
+    assert rollback["fromCheckpointStep"] == 30  # the newest at least stepsBack (10) before
     assert rollback["skippedBatches"] == 5
     assert rollback["rule"].startswith("spike: ")
-    assert [a["number"] for a in done["attempts"]] == [1, 2]
-    assert done["attempts"][0]["reason"] == "Diverged"
-    assert done["attempts"][1]["resumedFromStep"] == 30
+    assert done["recovery"]["rollbacks"] == 1
+    assert done["recovery"]["learningRateFactor"] == 0.5
+    assert done["recovery"]["restarts"] == 0
+    # No pod restarted: one attempt, its pods the same (uids) and never restarted.
+    [attempt] = done["attempts"]
+    assert attempt["inProcessRollbacks"] == 1
+    pods = _attempt_pods(api_client, namespace, "spiky", 1)
+    assert {p.metadata.name: p.metadata.uid for p in pods} == before
+    assert all(c.restart_count == 0 for p in pods for c in p.status.container_statuses)
     assert done["progress"]["steps"] == "60/60"
     assert float(done["progress"]["loss"]) < float(rollback["loss"])
-    run = _run_config(api_client, namespace, "spiky", 2)
-    assert run.recovery.lr_factor == 0.5
-    # The diverged timeline's step-40 was moved aside before attempt 2 resumed from step 30,
-    # and attempt 2 wrote a step-40 of its own.
-    assert run.checkpoints is not None
-    assert run.checkpoints.abandon_after == 30
-    assert done["attempts"][1]["rollbackTo"] == 30
-    rank0 = next(
-        p
-        for p in _attempt_pods(api_client, namespace, "spiky", 2)
-        if p.metadata.name.startswith("spiky-ltj-a2-0-")
-    )
-    log = client.CoreV1Api(api_client).read_namespaced_pod_log(rank0.metadata.name, namespace)
-    abandoned = [
-        json.loads(line[line.index("{") :])
-        for line in log.splitlines()
-        if '"event": "checkpointsAbandoned"' in line
-    ]
-    assert [event["steps"] for event in abandoned] == [[40]]
+    # The diverged timeline's step-40 was abandoned, then written again by the new one.
     assert {c["step"]: c["valid"] for c in done["checkpoints"]}[40] is True
-    [(start, end)] = run.recovery.skip_batches
-    assert end - start == 5
     rolling = _condition(_job(api_client, namespace, "spiky"), "RollingBack")
     assert rolling is not None
-    assert rolling["status"] == "False"
+    assert (rolling["status"], rolling["reason"]) == ("False", "RolledBackInProcess")
     described = crds.kubectl("describe", "llmtrainingjob", "spiky", "-n", namespace)
-    assert "RollingBack" in described
+    assert "RolledBackInProcess" in described
 
 
 @pytest.mark.usefixtures("operator")
@@ -202,7 +195,7 @@ def test_more_spikes_than_max_rollbacks_end_in_failed(
     api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str
 ) -> None:
     manifest = _real_job("unstable", annotations={"trainkube.io/fault": '{"spikeAtStep": 25}'})
-    manifest["spec"]["rollback"]["maxRollbacks"] = 0
+    manifest["spec"]["rollback"]["maxRollbacks"] = 0  # nor may the workers roll back in place
     _apply(crds, namespace, manifest)
     failed = _wait_condition(api_client, namespace, "unstable", "Failed", timeout_s=240)
     assert failed["reason"] == "RollbacksExhausted"
@@ -219,10 +212,12 @@ def test_after_a_rollback_the_next_attempt_continues_the_current_timeline(
     api_client: Any, crds: LocalCluster, namespace: str, trainer_image: str, interruption: str
 ) -> None:
     """The cases that once restarted from step 0 or the rollback target: after rolling back to
-    step 30, at step 70 or later the job is suspended and resumed, or a worker is killed; the
-    next attempt resumes from the newest checkpoint of the new timeline."""
+    step 30 by restarting the pods (rollback.inProcess false), at step 70 or later the job is
+    suspended and resumed, or a worker is killed; the next attempt resumes from the newest
+    checkpoint of the new timeline."""
     manifest = _real_job("lineage", annotations={"trainkube.io/fault": '{"spikeAtStep": 45}'})
     manifest["spec"]["training"]["maxSteps"] = 600
+    manifest["spec"]["rollback"]["inProcess"] = False  # the pods restart for the rollback
     _apply(crds, namespace, manifest)
 
     def far_enough() -> bool:
@@ -251,6 +246,10 @@ def test_after_a_rollback_the_next_attempt_continues_the_current_timeline(
     assert done["phase"] == "Succeeded", json.dumps(done.get("conditions"))
     first, second, third = done["attempts"][:3]
     assert first["reason"] == "Diverged"
+    [rollback] = done["rollbacks"]
+    assert (rollback["inProcess"], rollback["fromCheckpointStep"]) == (False, 30)
+    assert rollback["learningRate"] == pytest.approx(0.0015)
+    assert _run_config(api_client, namespace, "lineage", 2).recovery.lr_factor == 0.5
     assert second["reason"] == ("Suspended" if interruption == "suspend" else "WorkerFailed")
     assert second["rollbackTo"] == 30
     assert third.get("rollbackTo") is None
