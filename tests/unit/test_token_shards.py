@@ -9,9 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from trainkube import cli
 from trainkube.api.data import BuiltinCorpus, FileFormat
 from trainkube.runconfig import DataRef, Files, ModelRef
 from trainkube_trainer.data.corpus import tiny_instructions, tiny_stories
@@ -211,3 +214,46 @@ def test_a_bpe_trained_here_saves_and_loads_back_through_the_users_path(tmp_path
     assert index["tokenizer"]["vocabSize"] == 400
     first = TokenDataset(tmp_path / "tokens", sequence_length=32).sample(0)[0]
     assert str(loaded.decode(first.tolist())).startswith(tiny_stories(1)[0]["text"][:20])
+
+
+@pytest.mark.parametrize("fmt", [FileFormat.JSONL, FileFormat.TEXT, FileFormat.PARQUET])
+def test_files_of_each_format_stream_into_the_records_they_hold(
+    tmp_path: Path, fmt: FileFormat
+) -> None:
+    texts = [r["text"] for r in tiny_stories(300)]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    if fmt is FileFormat.JSONL:
+        (folder / "a.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in texts))
+    elif fmt is FileFormat.TEXT:
+        (folder / "a.txt").write_text("\n".join(texts) + "\n")
+    else:
+        pq.write_table(pa.Table.from_pylist([{"text": t} for t in texts]), folder / "a.parquet")
+    data = DataRef(files=Files(path=str(folder), format=fmt), sequence_length=64)
+    tokenizer = byte_tokenizer()
+    index = prepare(record_batches(data, batch_size=128), tokenizer, tmp_path / "out", data=data)
+    assert index["documents"] == 300
+    assert index["source"]["files"]["format"] == str(fmt)
+    expected, _ = pack_text(tiny_stories(300), tokenizer, field="text", sequence_length=64)
+    dataset = TokenDataset(tmp_path / "out", sequence_length=64)
+    assert np.array_equal(dataset.sample(len(dataset) - 1)[0], expected[-1].numpy())
+
+
+def test_trainkube_prepare_writes_prompt_response_shards_with_a_tokenizer_from_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = [r["prompt"] + r["response"] for r in tiny_instructions(500)]
+    train_bpe(texts, vocab_size=300, directory=tmp_path / "tok")
+    code = cli.main(
+        [
+            *("prepare", "--builtin", "tiny-instructions", "--tokenizer", str(tmp_path / "tok")),
+            *("--prompt-field", "prompt", "--response-field", "response"),
+            *("--output", str(tmp_path / "out")),
+        ]
+    )
+    assert code == 0
+    assert "2,000 documents" in capsys.readouterr().out
+    index = json.loads((tmp_path / "out" / INDEX).read_text())
+    assert (index["kind"], index["tokenizer"]["vocabSize"]) == ("promptResponse", 300)
+    assert cli.main(["prepare", "--files", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
+    assert "--files needs --format" in capsys.readouterr().err
