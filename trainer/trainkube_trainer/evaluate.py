@@ -214,7 +214,8 @@ def _latency(
     assert spec is not None
     found = None
     if env.is_main:
-        prompts = [str(r[spec.prompt_field]) for r in _records(task, spec, root, seed)]
+        records = _records(task, spec, root, seed)[: task.max_examples or latency.SAMPLES]
+        prompts = [str(r[spec.prompt_field]) for r in records]
         if not prompts:
             raise EvalError(f"evaluation {task.name!r}: the latency prompt set is empty")
         timings = latency.measure(

@@ -22,6 +22,7 @@ from transformers.generation.streamers import BaseStreamer
 from trainkube.api.evaljob import LatencySetup
 
 DECODING = "greedy"
+SAMPLES = 32  # timed prompts when the evaluation sets no maxExamples
 
 
 @dataclass(frozen=True)

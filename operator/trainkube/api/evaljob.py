@@ -152,8 +152,8 @@ class Evaluation(ApiModel):
     )
     max_examples: int | None = Field(
         default=None,
-        description="evaluate at most this many examples (for latency: timed prompts, after "
-        "the warm-up ones).",
+        description="evaluate at most this many examples (for latency: timed prompts after "
+        "the warm-up ones, 32 when unset).",
         ge=1,
     )
 
