@@ -93,6 +93,11 @@ def test_multiple_choice_examples_show_the_right_choice() -> None:
         assert question_and_answer.startswith(("What", "Reverse", "The opposite"))
 
 
+def test_a_few_shot_answer_ends_where_the_model_starts_the_next_example() -> None:
+    assert fewshot.answer_of(" 7\n\nWhat is 2 plus 2? 4") == " 7"
+    assert fewshot.answer_of("7\nmore") == "7\nmore"
+
+
 def test_too_few_examples_for_the_few_shot_split_is_an_error_that_says_how_many() -> None:
     records = [{"prompt": str(i), "answer": str(i)} for i in range(3)]
     with pytest.raises(fewshot.FewShotError, match="has only 3 examples"):

@@ -164,6 +164,8 @@ def _exact_match(
     def right(record: dict[str, Any], context: str) -> bool:
         prompt = context + str(record[spec.prompt_field])
         answer = _generate(model, tokenizer, prompt, spec.max_new_tokens)
+        if context:
+            answer = fewshot.answer_of(answer)
         return answer.strip() == str(record[spec.answer_field]).strip()
 
     items = _items(task, spec, root, seed, solved)

@@ -59,3 +59,10 @@ def context(
         return ""
     examples = random.Random(seed * 1_000_003 + position).sample(pool, num_few_shot)
     return "".join(render(example) + DELIMITER for example in examples)
+
+
+def answer_of(completion: str) -> str:
+    """The answer in a completion after a few-shot prompt: up to the first blank line, where a
+    model that learnt the pattern goes on to write the next example (lm-evaluation-harness
+    stops its generation there too)."""
+    return completion.split(DELIMITER, 1)[0]

@@ -50,7 +50,9 @@ class FewShot(DataSource):
     num_few_shot: int = Field(
         default=0,
         description="solved examples put before each scored item (0: zero-shot). They are "
-        "separated by a blank line, each written as the item's prompt followed by its answer.",
+        "separated by a blank line, each written as the item's prompt followed by its answer; "
+        "for exact match the completion is then cut at its first blank line, where a model "
+        "starts the next example.",
         ge=0,
         le=32,
     )
