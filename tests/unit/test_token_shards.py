@@ -17,6 +17,7 @@ import torch
 from trainkube import cli
 from trainkube.api.data import BuiltinCorpus, FileFormat
 from trainkube.runconfig import DataRef, Files, ModelRef
+from trainkube_trainer.data import tokens
 from trainkube_trainer.data.corpus import tiny_instructions, tiny_stories
 from trainkube_trainer.data.prepare import prepare
 from trainkube_trainer.data.sampler import BatchSampler, Permutation, key
@@ -36,8 +37,9 @@ INSTRUCTIONS = DataRef(
 
 
 def test_text_shards_read_back_exactly_the_packed_stream_across_shard_boundaries(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(tokens, "OPEN_MAPS", 2)  # shards are mapped and closed as reads move
     tokenizer = byte_tokenizer()
     batches = record_batches(STORIES, batch_size=100)
     index = prepare(batches, tokenizer, tmp_path, data=STORIES, shard_tokens=30_000)

@@ -21,6 +21,7 @@ import bisect
 import json
 import mmap
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +39,7 @@ VERSION = 1
 INDEX = "index.json"
 SHARD_TOKENS = 1 << 28  # 256 Mi tokens (512 MiB at 16 bits) per shard by default
 FAULT_AROUND = 1 << 16  # Linux's default fault_around_bytes
+OPEN_MAPS = 64  # shard files mapped at once, per process
 
 
 class Kind(StrEnum):
@@ -165,6 +167,10 @@ class _Mapped:
         if self.map is not None:
             self.map.madvise(mmap.MADV_RANDOM)
 
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+
     def read(self, start: int, stop: int) -> npt.NDArray[Any]:
         if stop <= start or self.map is None:
             return np.empty(0, self.dtype)
@@ -196,17 +202,29 @@ class TokenDataset:
         self.directory, self.length = directory, sequence_length
         self.kind = Kind(self.index["kind"])
         self.pad = int(self.index["padTokenId"])
-        dtype = np.dtype(self.index["dtype"])
-        shards = [Shard(**s) for s in self.index["shards"]]
-        self._token_starts = list(np.cumsum([0] + [s.tokens for s in shards]).tolist())
-        self._doc_starts = list(np.cumsum([0] + [s.documents for s in shards]).tolist())
-        self._tokens = [_Mapped(directory / f"{s.name}.tokens", dtype) for s in shards]
-        self._docs = [_Mapped(directory / f"{s.name}.docs", np.uint64) for s in shards]
-        self._masks = (
-            [_Mapped(directory / f"{s.name}.mask", np.uint8) for s in shards]
-            if self.kind is Kind.PROMPT_RESPONSE
-            else []
-        )
+        self._dtypes = {
+            "tokens": np.dtype(self.index["dtype"]),
+            "docs": np.uint64,
+            "mask": np.uint8,
+        }
+        self._shards = [Shard(**s) for s in self.index["shards"]]
+        self._token_starts = list(np.cumsum([0] + [s.tokens for s in self._shards]).tolist())
+        self._doc_starts = list(np.cumsum([0] + [s.documents for s in self._shards]).tolist())
+        self._maps: OrderedDict[tuple[int, str], _Mapped] = OrderedDict()
+
+    def _file(self, shard: int, suffix: str) -> _Mapped:
+        """Shard `shard`'s file, mapped on first use; the least recently used mappings are
+        closed beyond OPEN_MAPS, so a corpus of any number of shards stays within the
+        process's limit on mappings."""
+        name = (shard, suffix)
+        if name in self._maps:
+            self._maps.move_to_end(name)
+            return self._maps[name]
+        path = self.directory / f"{self._shards[shard].name}.{suffix}"
+        mapped = self._maps[name] = _Mapped(path, self._dtypes[suffix])
+        if len(self._maps) > OPEN_MAPS:
+            self._maps.popitem(last=False)[1].close()
+        return mapped
 
     @property
     def vocab_size(self) -> int:
@@ -225,7 +243,7 @@ class TokenDataset:
         while start < stop:
             base, end = self._token_starts[shard], self._token_starts[shard + 1]
             take = min(stop, end)
-            parts.append(self._tokens[shard].read(start - base, take - base))
+            parts.append(self._file(shard, "tokens").read(start - base, take - base))
             start, shard = take, shard + 1
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -238,10 +256,10 @@ class TokenDataset:
             return ids, ids.copy()
         shard = bisect.bisect_right(self._doc_starts, i) - 1
         d = i - self._doc_starts[shard]
-        first, end = (int(x) for x in self._docs[shard].read(d, d + 2))
+        first, end = (int(x) for x in self._file(shard, "docs").read(d, d + 2))
         stop = min(end, first + self.length)
-        tokens = self._tokens[shard].read(first, stop).astype(np.int64)
-        mask = self._masks[shard].read(first, stop).astype(bool)
+        tokens = self._file(shard, "tokens").read(first, stop).astype(np.int64)
+        mask = self._file(shard, "mask").read(first, stop).astype(bool)
         ids = np.full(self.length, self.pad, np.int64)
         labels = np.full(self.length, IGNORE, np.int64)
         ids[: len(tokens)] = tokens
