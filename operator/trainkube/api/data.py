@@ -41,8 +41,9 @@ class DataFiles(VolumePath):
         description="format of the files: jsonl, text or parquet (records, tokenized when the "
         "job starts), or tokens: a folder `trainkube prepare` wrote (token shards and their "
         "index.json), which every rank reads through a memory map, its own samples only, "
-        "whatever the corpus size. Prepared tokens must come from the model's tokenizer; "
-        "textField, promptField and responseField are then already applied."
+        "whatever the corpus size. Prepared tokens must come from the model's tokenizer, and "
+        "promptField and responseField are set exactly when they hold prompt/response data "
+        "(the fields themselves were read when the folder was prepared)."
     )
 
 
