@@ -1,6 +1,6 @@
 """Training and validation sequences from a run config's data section.
 
-Both are views of one prepared folder of token shards (`data.tokens`): the folder the job names
+Both are views of one prepared folder of token shards (`data/tokens.py`): the folder the job names
 (`files.format: tokens`), or one the trainer prepares in its local cache when it starts (local
 rank 0 of each node writes it, the other ranks wait). A seeded permutation of the samples, fixed
 for the run, holds out the first `validationFraction` of them; the rest are the training set,

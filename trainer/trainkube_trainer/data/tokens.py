@@ -7,12 +7,14 @@ after the other, uint16 when the vocabulary fits in 16 bits, else uint32), `shar
 a temporary name, fsynced and renamed; `index.json` comes last, so a folder with an index is
 complete and a crash leaves one without.
 
-Readers map the files and copy out only the samples they are asked for; the pages a read
-touched are released right after (MADV_DONTNEED), so a rank's memory stays the same whatever
-the corpus size. Plain text is one stream of documents, each ending in the end-of-sequence
-token: sample i is tokens [i x L, (i + 1) x L) of the stream, across shards, and trains on
-every token. Prompt/response data has one sample per document, cut or padded to L, the loss
-on the response (and its end-of-sequence token) only.
+Readers map the files on first use (at most OPEN_MAPS at once) and copy out only the samples
+they are asked for; the pages a read touched are released right after (MADV_DONTNEED), so a
+rank's memory stays the same whatever the corpus size.
+
+Plain text is one stream of documents, each ending in the end-of-sequence token: sample i is
+tokens [i x L, (i + 1) x L) of the stream, across shards, and trains on every token.
+Prompt/response data has one sample per document, cut or padded to L, the loss on the
+response (and its end-of-sequence token) only.
 """
 
 from __future__ import annotations
