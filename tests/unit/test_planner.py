@@ -12,6 +12,7 @@ import pytest
 from trainkube.api.model import ArchitectureFamily
 from trainkube.api.training import Precision
 from trainkube.planner import Device, Overrides, PlanError, PlanRequest, Rung, Shape, plan
+from trainkube.planner.escalate import escalate
 from trainkube.planner.memory import BUFFER_FACTOR, GiB, ModelStates, model_states
 from trainkube.planner.shape import default_intermediate
 
@@ -515,3 +516,18 @@ def test_deepspeed_config_carries_the_plan() -> None:
     assert zero["offload_param"]["device"] == "cpu"
     assert result.deepspeed_config["bf16"] == {"enabled": True}
     assert result.deepspeed_config["optimizer"]["type"] == "AdamW"
+
+
+def test_out_of_memory_on_one_rank_escalates_from_zero_offload_to_parameter_offload() -> None:
+    """After ZeRO-Offload, the next rung of a single rank is stage 3 with the parameters on the
+    CPU too: stage 3 alone would only add gathers over one rank."""
+    request = _request("llama-7b", gpus=1, gpu_gib=80, seq=2048, cpu_gib=4096)
+    current = plan(request)
+    assert current.rung == Rung(2, CPU)
+    rungs = []
+    while (found := escalate(request, current)) is not None:
+        current, overrides, _ = found
+        request = replace(request, overrides=overrides)
+        rungs.append(current.rung)
+    assert rungs[-1] == Rung(3, CPU, CPU)
+    assert all(r.stage == 2 or r.offload_parameters is not NONE for r in rungs)
