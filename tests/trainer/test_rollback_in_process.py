@@ -12,6 +12,7 @@ import pytest
 
 from tests.trainer.runs import pretrain_config, run
 from trainkube.api.recovery import rollback_target
+from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import CheckpointPolicy, Fault, InProcessRollback
 
 
@@ -60,3 +61,24 @@ def test_a_spike_rolls_back_in_place_and_the_run_completes_below_the_spike(
     events = [e["type"] for e in outcome.progress["events"]]
     assert events.index("diverged") < events.index("checkpointsAbandoned")
     assert events.index("checkpointsAbandoned") < events.index("rolledBack")
+
+
+def test_a_spike_with_no_checkpoint_early_enough_exits_as_diverged_for_a_pod_restart(
+    tmp_path: Path,
+) -> None:
+    """The fallback: the trainer cannot roll back in place (the only checkpoint, step-20, is
+    not stepsBack before the spike), so it exits with the divergence code and result, as
+    without in-process rollback, and the operator restarts the pods from step 0."""
+    config = pretrain_config(
+        tmp_path,
+        steps=40,
+        fault=Fault(spike_at_step=30),
+        rollback=InProcessRollback(steps_back=20, lr_factor=0.5, rollbacks_left=1),
+    )
+    outcome = run(config, tmp_path)
+    assert outcome.exit_code == ExitCode.DIVERGED, outcome.log[-3000:]
+    assert outcome.result["divergence"]["step"] == 31
+    assert '"reason": "no checkpoint <= 11"' in outcome.log
+    assert "rollbacks" not in outcome.progress
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("step-*")) == ["step-20"]
+    assert not (tmp_path / "ckpt" / "abandoned").exists()
