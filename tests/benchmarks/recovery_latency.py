@@ -3,8 +3,12 @@ and real training of the tiny model on the local cluster's real CPU node, 2 work
 
     flock /tmp/trainkube-cluster.lock .venv/bin/python -m tests.benchmarks.recovery_latency
 
-Two jobs, one after the other (the machine has 2 cores: nothing else of ours runs meanwhile):
+Jobs one after the other (the machine has 2 cores: nothing else of ours runs meanwhile):
+`--repeats` (3) of each spike job, alternating, then the story.
 
+- **In place** (`rollback.inProcess: true`, the default): a loss spike from step 25 (as
+  below) rolled back by the workers: spike detected -> the `rolledBack` event (checkpoint chosen and verified, later ones
+  moved aside, loaded into the live engine, learning rate lowered), and its checkpoint load.
 - **Pod restart** (`rollback.inProcess: false`): a loss spike injected from step 25
   (`trainkube.io/fault`); the trainer detects it at step 26 and exits; the operator starts
   attempt 2 from checkpoint step-10. Measured: spike detected (the trainer's `diverged` event)
@@ -15,7 +19,7 @@ Two jobs, one after the other (the machine has 2 cores: nothing else of ours run
   into the live engine, learning rate lowered; and its checkpoint load alone); then one rank
   blocks forever before step 45 (`hangAtStep`, `failurePolicy.hangTimeoutSeconds` 15): hang
   detected (the operator ends attempt 1 as Hung) against the last step's end, which must be
-  within the timeout + 1 reconcile; then, once attempt 2 has trained to step 50, its last worker
+  within the timeout + 1 reconcile (the operator allows one 10 s heartbeat more); then, once attempt 2 has trained to step 50, its last worker
   is evicted through the eviction API, and attempt 3 finishes the run. Its `kubectl describe`
   (each of the three, in order, and goodput) is printed and written beside the results.
 
@@ -27,10 +31,12 @@ tests/benchmarks/results/recovery-latency.json (and recovery-describe.txt).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,8 +164,31 @@ def _span(start: str | None, end: str | None) -> float | None:
     return timestamps.epoch(end) - timestamps.epoch(start) if start and end else None
 
 
-def pod_restart(cluster: LocalCluster, api: Any, namespace: str) -> dict[str, Any]:
-    name = "spike-restart"
+def in_place(cluster: LocalCluster, api: Any, namespace: str, index: int) -> dict[str, Any]:
+    """A spike rolled back in place: detected -> the trainer's rolledBack event."""
+    name = f"spike-in-place-{index}"
+    manifest = _manifest(name, in_process=True, fault={"spikeAtStep": 25}, steps=40)
+    watch = Watch(api, namespace, name)
+    watch.thread.start()
+    apply_manifests(cluster, namespace, manifest)
+    watch.wait(watch.finished, 600)
+    watch.stop.set()
+    [diverged] = watch.of("diverged", 1)
+    [rolled] = watch.of("rolledBack", 1)
+    return {
+        "phase": watch.status["phase"],
+        "attempts": len(watch.status["attempts"]),
+        "detectedAtStep": diverged["step"],
+        "fromCheckpointStep": rolled["fromCheckpointStep"],
+        "spikeDetectedToResumedSeconds": round(rolled["at"] - diverged["at"], 3),
+        "checkpointLoadSeconds": rolled.get("loadSeconds"),
+        "recordedInStatusAfterSeconds": round(watch.seen["rollback1:recorded"] - diverged["at"], 1),
+    }
+
+
+def pod_restart(cluster: LocalCluster, api: Any, namespace: str, index: int) -> dict[str, Any]:
+    """A spike rolled back by restarting the pods: detected -> attempt 2's resumed event."""
+    name = f"spike-restart-{index}"
     manifest = _manifest(name, in_process=False, fault={"spikeAtStep": 25}, steps=40)
     watch = Watch(api, namespace, name)
     watch.thread.start()
@@ -253,7 +282,14 @@ def story(cluster: LocalCluster, api: Any, namespace: str) -> tuple[dict[str, An
     return numbers, described
 
 
+def _median(samples: list[dict[str, Any]]) -> float:
+    return float(statistics.median(float(s["spikeDetectedToResumedSeconds"]) for s in samples))
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="spikes of each kind")
+    args = parser.parse_args()
     started = datetime.datetime.now(datetime.UTC)
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
@@ -274,8 +310,12 @@ def main() -> None:
             operator = OperatorProcess(cluster, Path(tmp) / "operator.log")
             operator.start()
             try:
-                restart = pod_restart(cluster, api, namespace)
-                print("pod restart", json.dumps(restart), flush=True)
+                restarts, in_places = [], []
+                for index in range(args.repeats):  # alternating, one job at a time
+                    restarts.append(pod_restart(cluster, api, namespace, index))
+                    print("pod restart", json.dumps(restarts[-1]), flush=True)
+                    in_places.append(in_place(cluster, api, namespace, index))
+                    print("in place", json.dumps(in_places[-1]), flush=True)
                 numbers, described = story(cluster, api, namespace)
                 print("story", json.dumps(numbers), flush=True)
             finally:
@@ -298,7 +338,9 @@ def main() -> None:
         "date": started.isoformat(timespec="seconds"),
         "gitCommit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared with other work",
-        "podRestart": restart,
+        "repeats": args.repeats,
+        "podRestart": {"median": _median(restarts), "samples": restarts},
+        "inProcess": {"median": _median(in_places), "samples": in_places},
         "story": numbers,
     }
     RESULTS.mkdir(exist_ok=True)
