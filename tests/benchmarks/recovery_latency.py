@@ -7,8 +7,9 @@ Jobs one after the other (the machine has 2 cores: nothing else of ours runs mea
 `--repeats` (3) of each spike job, alternating, then the story.
 
 - **In place** (`rollback.inProcess: true`, the default): a loss spike from step 25 (as
-  below) rolled back by the workers: spike detected -> the `rolledBack` event (checkpoint chosen and verified, later ones
-  moved aside, loaded into the live engine, learning rate lowered), and its checkpoint load.
+  below) rolled back by the workers: spike detected -> the `rolledBack` event (checkpoint
+  chosen and verified, later ones moved aside, loaded into the live engine, learning rate
+  lowered), and its checkpoint load.
 - **Pod restart** (`rollback.inProcess: false`): a loss spike injected from step 25
   (`trainkube.io/fault`); the trainer detects it at step 26 and exits; the operator starts
   attempt 2 from checkpoint step-10. Measured: spike detected (the trainer's `diverged` event)
@@ -19,9 +20,10 @@ Jobs one after the other (the machine has 2 cores: nothing else of ours runs mea
   into the live engine, learning rate lowered; and its checkpoint load alone); then one rank
   blocks forever before step 45 (`hangAtStep`, `failurePolicy.hangTimeoutSeconds` 15): hang
   detected (the operator ends attempt 1 as Hung) against the last step's end, which must be
-  within the timeout + 1 reconcile (the operator allows one 10 s heartbeat more); then, once attempt 2 has trained to step 50, its last worker
-  is evicted through the eviction API, and attempt 3 finishes the run. Its `kubectl describe`
-  (each of the three, in order, and goodput) is printed and written beside the results.
+  within the timeout + 1 reconcile (the operator allows one 10 s heartbeat more); then, once
+  attempt 2 has trained to step 50, its last worker is evicted through the eviction API, and
+  attempt 3 finishes the run. Its `kubectl describe` (each of the three, in order, and
+  goodput) is printed and written beside the results.
 
 The trainer's events carry `at` (epoch seconds, ms); the benchmark reads them from the job's
 report ConfigMap, polled every 0.2 s (so attempt 1's events are seen before attempt 2 replaces
