@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from trainkube.api.data import BuiltinCorpus
-from trainkube.api.evaljob import EvalJobStatus, ExactMatch, Gate, Harness, MultipleChoice
+from trainkube.api.evaljob import EvalJobStatus, ExactMatch, Gate, MultipleChoice
 from trainkube.controller.report import eval_results
 from trainkube.planner.report import report
-from trainkube.runconfig import EvalTask, ModelRef
-from trainkube_trainer import fewshot, gates, harness, latency
+from trainkube.runconfig import EvalTask
+from trainkube_trainer import fewshot, gates, latency
 from trainkube_trainer.data.corpus import tiny_eval
 from trainkube_trainer.evaluate import _items
 from trainkube_trainer.latency import Timing
@@ -148,12 +148,6 @@ def test_latency_regression_gates_bound_how_much_slower_as_a_ratio(
     assert "slower" in verdict.message
     if not passed:
         assert f"slower than the baseline by more than {bound:.1%}" in verdict.message
-
-
-def test_harness_tasks_without_lm_eval_say_which_package_is_missing() -> None:
-    task = EvalTask(name="bench", harness=Harness(tasks=["hellaswag"], num_few_shot=5))
-    with pytest.raises(harness.HarnessError, match="has no lm_eval package: use an image with"):
-        harness.evaluate(task, ModelRef(path="/models/m"))
 
 
 def _plan_of_eval(tmp_path: Path, gpu_memory: str) -> str:

@@ -1,7 +1,8 @@
 """Evaluation: perplexity, exact match, multiple choice (zero- or few-shot), lm-evaluation-harness
 tasks and generation latency, for a model and optionally a baseline on the same examples, then
 the gates. Every rank evaluates a shard of the examples and sums are all-reduced, except latency,
-which rank 0 measures alone (one device, one request at a time); rank 0 writes the results."""
+which rank 0 measures alone (one device, one request at a time), and harness tasks, which rank 0
+runs alone (see `harness`); rank 0 writes the results."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -236,11 +237,41 @@ def _latency(
     return metrics, setup
 
 
-def evaluate_model(
-    ref: ModelRef, config: RunConfig, env: DistEnv
-) -> tuple[dict[str, float], dict[str, LatencySetup]]:
-    """Every metric of every evaluation, as '<evaluation>.<metric>', and how each latency
-    evaluation was measured."""
+class Measured(NamedTuple):
+    """Every metric of every evaluation, as '<evaluation>.<metric>', how each latency
+    evaluation was measured, and the metrics where lower is better beyond the names gates
+    knows (those harness tasks declare)."""
+
+    metrics: dict[str, float]
+    setups: dict[str, LatencySetup]
+    lower_is_better: frozenset[str]
+
+
+def _harness(
+    task: EvalTask, model: Any, tokenizer: Any, config: RunConfig, env: DistEnv, role: str
+) -> harness.HarnessResult:
+    """lm-evaluation-harness tasks; lm_eval's per-item log goes next to results.json (under
+    harness/<evaluation>/<role>/) when the job has an output folder."""
+    assert task.harness is not None
+    assert config.evaluation is not None
+    include = None
+    if task.harness.include_path is not None:
+        where = task.harness.include_path
+        include = Path(config.evaluation.data_root or "/") / where.claim_name / where.path
+    samples = None
+    if config.output is not None:
+        samples = Path(config.output.directory) / "harness" / task.name / role
+    try:
+        return harness.evaluate(
+            task, model, tokenizer, env, include=include, seed=config.seed, samples=samples
+        )
+    except harness.HarnessError as error:
+        raise EvalError(str(error)) from error
+
+
+def evaluate_model(ref: ModelRef, config: RunConfig, env: DistEnv, *, role: str) -> Measured:
+    """Every evaluation of `config` on the model `ref` (the `role` one: candidate or
+    baseline)."""
     assert config.evaluation is not None
     tokenizer = load_tokenizer(ref)
     dtype = torch.float32 if env.on_cpu else torch.bfloat16
@@ -254,16 +285,15 @@ def evaluate_model(
             budget=inference.device_budget(device),
             offload_folder=Path(offload),
         )
-        return _evaluate(model, tokenizer, ref, config, env)
+        return _evaluate(model, tokenizer, config, env, role)
 
 
-def _evaluate(
-    model: Any, tokenizer: Any, ref: ModelRef, config: RunConfig, env: DistEnv
-) -> tuple[dict[str, float], dict[str, LatencySetup]]:
+def _evaluate(model: Any, tokenizer: Any, config: RunConfig, env: DistEnv, role: str) -> Measured:
     assert config.evaluation is not None
     root, seed = config.evaluation.data_root, config.seed
     metrics: dict[str, float] = {}
     setups: dict[str, LatencySetup] = {}
+    lower: set[str] = set()
     for task in config.evaluation.evaluations:
         if task.latency:
             found, setups[task.name] = _latency(task, model, tokenizer, env, root, seed)
@@ -274,12 +304,22 @@ def _evaluate(
         elif task.multiple_choice:
             found = _multiple_choice(task, model, tokenizer, env, root, seed)
         else:
-            try:
-                found = harness.evaluate(task, ref)
-            except harness.HarnessError as error:
-                raise EvalError(str(error)) from error
+            result = _harness(task, model, tokenizer, config, env, role)
+            found = result.metrics
+            lower |= {f"{task.name}.{name}" for name in result.lower_is_better}
         metrics.update({f"{task.name}.{name}": value for name, value in found.items()})
-    return metrics, setups
+    return Measured(metrics, setups, frozenset(lower))
+
+
+def _examples(candidate: dict[str, float], evaluation: str, metric: str) -> int | None:
+    """Items behind a metric: its evaluation's count, or for a harness metric
+    ('<task>.<metric>') its task's."""
+    task = metric.rpartition(".")[0]
+    keys = [f"{evaluation}.{task}.examples"] if task else []
+    for key in [*keys, f"{evaluation}.examples"]:
+        if key in candidate:
+            return int(candidate[key])
+    return None
 
 
 def results(
@@ -291,13 +331,14 @@ def results(
     out = []
     for key, value in candidate.items():
         evaluation, metric = key.split(".", 1)
-        if metric == "examples":
+        if metric.rpartition(".")[2] == "examples":
             continue
         entry: dict[str, Any] = {"evaluation": evaluation, "metric": metric, "value": value}
         if baseline and key in baseline:
             entry["baseline"] = baseline[key]
-        if f"{evaluation}.examples" in candidate:
-            entry["examples"] = int(candidate[f"{evaluation}.examples"])
+        examples = _examples(candidate, evaluation, metric)
+        if examples is not None:
+            entry["examples"] = examples
         if evaluation in setups:
             entry["setup"] = setups[evaluation].to_wire()
         out.append(entry)
@@ -309,13 +350,13 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
     if evaluation is None:
         raise EvalError("an eval run config needs an evaluation section")
     reporter.progress(force=True, phase="evaluating", model="candidate")
-    candidate, setups = evaluate_model(config.model, config, env)
+    candidate, setups, lower = evaluate_model(config.model, config, env, role="candidate")
     baseline = None
     if evaluation.baseline is not None:
         reporter.progress(force=True, phase="evaluating", model="baseline")
         # Only the model differs: the same device, prompts and decoding.
-        baseline, _ = evaluate_model(evaluation.baseline, config, env)
-    verdicts = gates.check(evaluation.gates, candidate, baseline)
+        baseline = evaluate_model(evaluation.baseline, config, env, role="baseline").metrics
+    verdicts = gates.check(evaluation.gates, candidate, baseline, lower_is_better=lower)
     report = {
         "results": results(candidate, baseline, setups),
         "gates": [{"metric": v.metric, "passed": v.passed, "message": v.message} for v in verdicts],

@@ -1,6 +1,7 @@
 """Gate verdicts from evaluation results: pure, so the rule is testable on its own.
 
-Lower is better for perplexity, loss and time to first token, higher for every other metric.
+Lower is better for perplexity, loss and time to first token, and for the metrics the caller
+names (harness tasks declare theirs), higher for every other metric.
 A `maxRegression` gate fails when the candidate is worse than the baseline by more than the
 bound: in the metric's units, except for latency metrics, where it is a ratio of times (0.1: at
 most 10 % slower), since an absolute number of milliseconds means nothing across models and
@@ -38,7 +39,11 @@ def check(
     gates: list[Gate],
     candidate: dict[str, float],
     baseline: dict[str, float] | None,
+    *,
+    lower_is_better: frozenset[str] = frozenset(),
 ) -> list[GateVerdict]:
+    """Each gate's verdict; `lower_is_better`: full metric names ('<evaluation>.<metric>')
+    where lower is better besides perplexity, loss and time to first token."""
     verdicts = []
     for gate in gates:
         name = gate.metric.split(".", 1)[1]
@@ -57,7 +62,8 @@ def check(
             if base is None:
                 problems.append("no baseline value to compare with")
             else:
-                problems += _regression(name, value, base, gate.max_regression, notes)
+                lower = name in LOWER_IS_BETTER or gate.metric in lower_is_better
+                problems += _regression(name, value, base, gate.max_regression, notes, lower)
         passed = not problems
         verdicts.append(
             GateVerdict(gate.metric, passed, "; ".join(notes + (problems or ["passed"])))
@@ -65,7 +71,9 @@ def check(
     return verdicts
 
 
-def _regression(name: str, value: float, base: float, bound: float, notes: list[str]) -> list[str]:
+def _regression(
+    name: str, value: float, base: float, bound: float, notes: list[str], lower: bool
+) -> list[str]:
     """Compare with the baseline: a note of by how much, and the problem if beyond `bound`."""
     if name in LATENCY_TIMES | LATENCY_RATES:
         slower = slower_by(name, value, base)
@@ -73,6 +81,6 @@ def _regression(name: str, value: float, base: float, bound: float, notes: list[
         if slower > bound:
             return [f"slower than the baseline by more than {bound:.1%} (maxRegression {bound:g})"]
         return []
-    worse = value - base if name in LOWER_IS_BETTER else base - value
+    worse = value - base if lower else base - value
     notes.append(f"baseline {base:.4g}, worse by {worse:.4g}")
     return [f"worse than the baseline by more than {bound:g}"] if worse > bound else []

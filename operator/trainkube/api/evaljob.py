@@ -90,17 +90,32 @@ class ExactMatch(FewShot):
 
 
 class Harness(ApiModel):
-    """Tasks of EleutherAI's lm-evaluation-harness (the trainer image must include lm_eval)."""
+    """Tasks of EleutherAI's lm-evaluation-harness (lm_eval, in the trainer image), run by rank
+    0 on the model and then the baseline. Metrics: <task>.<metric> for every numeric metric of
+    every task and group, e.g. arc_easy.acc (a metric after a filter other than none keeps its
+    name: gsm8k.exact_match,strict-match), and <task>.examples."""
 
     tasks: list[str] = Field(
-        description="task names, e.g. [hellaswag, arc_easy].", min_length=1, max_length=64
+        description="task, group or tag names, e.g. [hellaswag, arc_easy]: lm_eval's own (their "
+        "data comes from the Hugging Face Hub) or those defined in includePath.",
+        min_length=1,
+        max_length=64,
     )
     num_few_shot: int = Field(
         default=0,
         description="few-shot examples per item, passed to lm-evaluation-harness as num_fewshot "
-        "(the harness draws them from each task's own few-shot split).",
+        "(the harness draws them from each task's few-shot split, seeded with the job's seed). "
+        "A task whose own config sets num_fewshot: 0 stays zero-shot.",
         ge=0,
         le=64,
+    )
+    include_path: VolumePath | None = Field(
+        default=None,
+        description="a folder of task YAML files of your own on a volume (lm_eval's "
+        "include_path), mounted read-only; its tasks take precedence over built-in ones of the "
+        "same name. They may read local files (dataset_path: json, csv or parquet with "
+        "dataset_kwargs.data_files): the harness runs with this folder as its working "
+        "directory, so relative data_files are read from it.",
     )
 
 
@@ -155,7 +170,8 @@ class Evaluation(ApiModel):
     max_examples: int | None = Field(
         default=None,
         description="evaluate at most this many examples (for latency: timed prompts after "
-        "the warm-up ones, 32 when unset).",
+        "the warm-up ones, 32 when unset; for harness: the first this many of each task, "
+        "lm_eval's limit).",
         ge=1,
     )
 

@@ -305,6 +305,8 @@ def _eval_spec(
         for source in sources:
             if source is not None and source.files is not None:
                 spec.mount(source.files.claim_name, layout.DATA_ROOT, read_only=True)
+        if evaluation.harness is not None and evaluation.harness.include_path is not None:
+            spec.mount(evaluation.harness.include_path.claim_name, layout.DATA_ROOT, read_only=True)
     run_output = None
     if js.output is not None:
         run_output = Output(directory=spec.writable(js.output, layout.OUTPUT))
