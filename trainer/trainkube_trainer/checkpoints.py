@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from trainkube_trainer.digests import FileDigest, write_hashed
-from trainkube_trainer.distributed import broadcast
+from trainkube_trainer.distributed import broadcast, restore_rng_state, rng_state
 from trainkube_trainer.durable import Durable
 from trainkube_trainer.manifest import (
     UNIVERSAL_TAG,
@@ -182,7 +182,7 @@ class CheckpointManager:
 
     def _save_rng(self, partial: Path) -> FileDigest:
         path = partial / f"rng-rank{self.rank}.pt"
-        state = torch.get_rng_state()
+        state = rng_state()  # the CPU's generator, and the GPUs' where there are any
         sha256, size = write_hashed(path, lambda out: torch.save(state, out))
         self.durable.sync(path)
         return FileDigest(path.name, sha256, size, self.rank)
@@ -243,6 +243,6 @@ class CheckpointManager:
         _, client = engine.load_checkpoint(str(checkpoint.path), tag=tag)
         rng = checkpoint.path / f"rng-rank{self.rank}.pt"
         if rng.exists() and not universal:
-            torch.set_rng_state(torch.load(rng))
+            restore_rng_state(torch.load(rng))
         info: dict[str, Any] = (client or {}).get("trainkube", checkpoint.manifest)
         return info

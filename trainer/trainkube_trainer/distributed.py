@@ -13,6 +13,36 @@ from typing import Any
 
 import torch
 
+from trainkube.api.training import Precision
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    """How one rank trains on its device: the precision and the collective backend."""
+
+    precision: Precision
+    backend: str  # "nccl" on CUDA, "gloo" on the CPU
+
+
+def device_choice(*, requested: Precision, cuda: bool, bf16_supported: bool) -> DeviceChoice:
+    """The precision and backend for a rank: on the CPU fp32 and gloo (DeepSpeed refuses fp16
+    there and bf16 runs ~10x slower); on a GPU nccl and the job's precision, except that bf16
+    on a GPU without it (before Ampere) becomes fp16 with dynamic loss scaling. The planner's
+    bytes per parameter are the same for both 16-bit formats, so the plan still holds."""
+    if not cuda:
+        return DeviceChoice(Precision.FP32, "gloo")
+    if requested is Precision.BF16 and not bf16_supported:
+        return DeviceChoice(Precision.FP16, "nccl")
+    return DeviceChoice(requested, "nccl")
+
+
+def this_device(requested: Precision) -> DeviceChoice:
+    """`device_choice` for the machine this process runs on."""
+    cuda = torch.cuda.is_available()
+    return device_choice(
+        requested=requested, cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported()
+    )
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -36,7 +66,8 @@ def start() -> DistEnv:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     on_cpu = not torch.cuda.is_available()
-    deepspeed.init_distributed(dist_backend="gloo" if on_cpu else "nccl")
+    # The backend follows the device alone (nccl on CUDA, gloo on the CPU).
+    deepspeed.init_distributed(dist_backend=this_device(Precision.FP32).backend)
     local_rank = int(os.environ["LOCAL_RANK"])
     if not on_cpu:
         torch.cuda.set_device(local_rank)
@@ -86,3 +117,24 @@ def mean_over_ranks(total: float, count: float, device: torch.device) -> float:
     pair = torch.tensor([total, count], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(pair)
     return float(pair[0] / pair[1]) if pair[1] else float("nan")
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random number generators: the CPU's, and every CUDA device's when there
+    are any (dropout masks on a GPU draw from the CUDA generator)."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any] | torch.Tensor) -> None:
+    """Restore what `rng_state` returned (or a bare CPU state, as older checkpoints hold). CUDA
+    states are restored only where CUDA is available and the device count matches."""
+    if isinstance(state, torch.Tensor):
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)

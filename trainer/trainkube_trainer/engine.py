@@ -11,7 +11,7 @@ import torch
 
 from trainkube.api.training import Precision
 from trainkube.runconfig import RunConfig
-from trainkube_trainer.distributed import DistEnv
+from trainkube_trainer.distributed import DistEnv, device_choice
 from trainkube_trainer.models import apply_lora, load_model, load_tokenizer
 
 
@@ -26,20 +26,40 @@ class Built:
     hf_ds_config: Any  # keeps transformers' ZeRO-3 hooks alive
 
 
-def training_dtype(config: RunConfig, env: DistEnv) -> torch.dtype:
-    if env.on_cpu or config.training is None:
-        return torch.float32  # fp16 is refused and bf16 is ~10x slower on the CPU
-    return {
-        Precision.BF16: torch.bfloat16,
-        Precision.FP16: torch.float16,
-        Precision.FP32: torch.float32,
-    }[config.training.precision]
+DTYPES = {
+    Precision.BF16: torch.bfloat16,
+    Precision.FP16: torch.float16,
+    Precision.FP32: torch.float32,
+}
+
+
+def precision_section(precision: Precision) -> dict[str, Any]:
+    """DeepSpeed's config keys for `precision` (the planner writes the same)."""
+    if precision is Precision.BF16:
+        return {"bf16": {"enabled": True}}
+    if precision is Precision.FP16:
+        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}}
+    return {}
+
+
+def training_precision(config: RunConfig, env: DistEnv) -> Precision:
+    """The job's precision as this machine can train it (`distributed.device_choice`)."""
+    requested = config.training.precision if config.training else Precision.FP32
+    cuda = not env.on_cpu
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return device_choice(requested=requested, cuda=cuda, bf16_supported=bf16).precision
 
 
 def deepspeed_config(
-    config: RunConfig, env: DistEnv, *, total_steps: int, universal: bool
+    config: RunConfig,
+    env: DistEnv,
+    *,
+    total_steps: int,
+    universal: bool,
+    precision: Precision | None = None,
 ) -> dict[str, Any]:
-    """The plan's DeepSpeed config for this attempt on this machine."""
+    """The plan's DeepSpeed config for this attempt on this machine, in `precision` (by
+    default `training_precision`)."""
     assert config.plan is not None
     ds = copy.deepcopy(config.plan.deepspeed)
     factor = config.recovery.lr_factor
@@ -58,11 +78,12 @@ def deepspeed_config(
     # The plan was made for its rank count; a resume on another count keeps the global batch.
     micro = ds["train_micro_batch_size_per_gpu"]
     ds["gradient_accumulation_steps"] = ds["train_batch_size"] // (micro * env.world_size)
+    ds.pop("bf16", None)
+    ds.pop("fp16", None)
+    ds.update(precision_section(precision or training_precision(config, env)))
     if env.on_cpu:
         # The CPU trains in fp32 with a torch AdamW built by the trainer: DeepSpeed's fused and
         # CPU Adam would be compiled at first use (minutes on a small machine).
-        ds.pop("bf16", None)
-        ds.pop("fp16", None)
         ds["zero_force_ds_cpu_optimizer"] = False
         for offload in ("offload_optimizer", "offload_param"):
             if offload in ds.get("zero_optimization", {}):
@@ -76,8 +97,11 @@ def build(config: RunConfig, env: DistEnv, *, total_steps: int, universal: bool)
     import deepspeed  # noqa: PLC0415
     from transformers.integrations.deepspeed import HfDeepSpeedConfig  # noqa: PLC0415
 
-    ds = deepspeed_config(config, env, total_steps=total_steps, universal=universal)
-    dtype = training_dtype(config, env)
+    precision = training_precision(config, env)
+    ds = deepspeed_config(
+        config, env, total_steps=total_steps, universal=universal, precision=precision
+    )
+    dtype = DTYPES[precision]
     tokenizer = load_tokenizer(config.model)
     # Under ZeRO-3 the model must be created partitioned; HfDeepSpeedConfig tells transformers.
     hf_ds = HfDeepSpeedConfig(ds) if ds.get("zero_optimization", {}).get("stage") == 3 else None

@@ -50,7 +50,25 @@ def _resume_target(
     return manager.newest_valid(at_most=config.checkpoints.resume_step)
 
 
+def validation_batches(count: int, *, rank: int, ranks: int, micro: int) -> list[range]:
+    """Rank `rank`'s validation batches over sequences [0, count): batch i of every rank covers
+    the i-th run of `ranks * micro` sequences, `micro` each. Every rank gets the same number of
+    batches (under ZeRO-3 each forward pass is a collective all-gather, so a rank with one
+    batch fewer would leave the others waiting forever); a batch past the end is empty."""
+    per_round = ranks * micro
+    rounds = -(-count // per_round)
+    return [
+        range(
+            min(i * per_round + rank * micro, count), min(i * per_round + (rank + 1) * micro, count)
+        )
+        for i in range(rounds)
+    ]
+
+
 def _validate(built: Built, validation: Sequences, env: DistEnv, micro: int) -> float:
+    """The mean loss per predicted token over the first VALIDATION_SEQUENCES held-out sequences,
+    the same on any rank count. A rank whose batch is empty runs the first sequences and counts
+    nothing, so every rank runs the same forward passes."""
     engine = built.engine
     count = min(len(validation), VALIDATION_SEQUENCES)
     if count == 0:
@@ -58,12 +76,14 @@ def _validate(built: Built, validation: Sequences, env: DistEnv, micro: int) -> 
     total, tokens = 0.0, 0.0
     engine.eval()
     with torch.no_grad():
-        for start in range(env.rank * micro, count, env.world_size * micro):
-            ids, labels = validation.batch(range(start, min(start + micro, count)))
+        for batch in validation_batches(count, rank=env.rank, ranks=env.world_size, micro=micro):
+            ids, labels = validation.batch(batch or range(min(micro, count)))
             ids, labels = ids.to(engine.device), labels.to(engine.device)
+            loss = engine(input_ids=ids, labels=labels).loss
             n = float((labels[:, 1:] != -100).sum())
-            total += float(engine(input_ids=ids, labels=labels).loss) * n
-            tokens += n
+            if batch and n:  # the mean over no tokens is nan: such a batch adds nothing
+                total += float(loss) * n
+                tokens += n
     engine.train()
     return mean_over_ranks(total, tokens, engine.device)
 
@@ -75,39 +95,50 @@ def _poison(ids: torch.Tensor, vocab: int, step: int) -> torch.Tensor:
 
 
 def _save_output(config: RunConfig, built: Built, env: DistEnv) -> dict[str, str]:
-    """Write the model (or adapter, and optionally the merged model) to the output folder."""
-    import deepspeed  # noqa: PLC0415
+    """Write the model (or adapter, and optionally the merged model) to the output folder.
 
+    Under ZeRO-3 DeepSpeed consolidates the 16-bit weights on rank 0 one layer at a time (the
+    plan sets stage3_gather_16bit_weights_on_model_save), as `engine.save_16bit_model` does, and
+    rank 0 writes them with save_pretrained; no rank holds the whole model at once except rank
+    0's CPU copy. A merged LoRA model under ZeRO-3 still gathers each rank's parameters: the
+    merge runs on the model itself.
+    """
     if config.output is None:
         return {}
     out = Path(config.output.directory)
-    model = built.engine.module
+    engine, model = built.engine, built.engine.module
     zero3 = built.ds_config.get("zero_optimization", {}).get("stage") == 3
-    params = list(model.parameters())
+    # Collective: every rank takes part, rank 0 receives the weights (None elsewhere).
+    state = engine._zero3_consolidated_16bit_state_dict() if zero3 else None
     written: dict[str, str] = {}
+    folder = "adapter" if config.method == "lora" else "model"
+    if env.is_main:
+        model.save_pretrained(out / folder, state_dict=state)
+        built.tokenizer.save_pretrained(out / folder)
+        written[folder] = str(out / folder)
+    if config.method == "lora" and config.output is not None and config.output.merge:
+        written.update(_save_merged(model, built, env, out / "model", zero3=zero3))
+    torch.distributed.barrier()
+    return written
+
+
+def _save_merged(
+    model: Any, built: Built, env: DistEnv, path: Path, *, zero3: bool
+) -> dict[str, str]:
+    import deepspeed  # noqa: PLC0415
+
+    params = list(model.parameters())
     gathered = deepspeed.zero.GatheredParameters(params, modifier_rank=None) if zero3 else None
     if gathered:
         gathered.__enter__()
     try:
         if env.is_main:
-            if config.method == "lora":
-                model.save_pretrained(out / "adapter")
-                built.tokenizer.save_pretrained(out / "adapter")
-                written["adapter"] = str(out / "adapter")
-                if config.output.merge:
-                    merged = model.merge_and_unload()
-                    merged.save_pretrained(out / "model")
-                    built.tokenizer.save_pretrained(out / "model")
-                    written["model"] = str(out / "model")
-            else:
-                model.save_pretrained(out / "model")
-                built.tokenizer.save_pretrained(out / "model")
-                written["model"] = str(out / "model")
+            model.merge_and_unload().save_pretrained(path)
+            built.tokenizer.save_pretrained(path)
     finally:
         if gathered:
             gathered.__exit__(None, None, None)
-    torch.distributed.barrier()
-    return written
+    return {"model": str(path)}
 
 
 @dataclass
