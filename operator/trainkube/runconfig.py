@@ -153,6 +153,9 @@ class Reporting(ApiModel):
     # Rank 0 sends its report at least this often, between steps too: the operator tells a
     # hung run (no step for hangTimeoutSeconds) from a slow one by it.
     heartbeat_seconds: float = 10.0
+    # failurePolicy.hangTimeoutSeconds: rank 0 sends a report as soon as this long (by
+    # trainkube.hangrule) has passed without a step, so the operator sees the hang at once.
+    hang_timeout_seconds: int | None = None
     configmap: str | None = Field(default=None, description="the report ConfigMap's name.")
     namespace: str | None = Field(default=None, description="its namespace.")
 

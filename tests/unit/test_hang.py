@@ -9,6 +9,7 @@ from tests.unit.test_recovery import _running
 from trainkube.api.recovery import FailurePolicy, Rollback
 from trainkube.controller import hang
 from trainkube.controller.status import derive
+from trainkube.hangrule import allowed_seconds
 
 STARTED = "2026-01-01T00:00:00Z"
 
@@ -25,15 +26,15 @@ def _at(seconds: int) -> str:
 
 def test_the_derived_timeout_is_ten_steps_with_a_five_minute_floor() -> None:
     progress = {"lastStepAt": STARTED, "phase": "training"}
-    assert hang.allowed({**progress, "stepSeconds": 2.0}, None) == 300
-    assert hang.allowed({**progress, "stepSeconds": 90.0}, None) == 900
-    assert hang.allowed({**progress, "stepSeconds": 90.0}, 60) == 60  # the spec's value wins
+    assert allowed_seconds({**progress, "stepSeconds": 2.0}, None) == 300
+    assert allowed_seconds({**progress, "stepSeconds": 90.0}, None) == 900
+    assert allowed_seconds({**progress, "stepSeconds": 90.0}, 60) == 60  # the spec's value wins
 
 
 def test_slow_phases_and_start_up_are_allowed_four_times_as_long() -> None:
-    assert hang.allowed({"lastStepAt": STARTED, "phase": "checkpointing"}, 20) == 80
-    assert hang.allowed({"lastStepAt": STARTED, "phase": "validating"}, 20) == 80
-    assert hang.allowed({}, 20) == 80  # no step yet: starting
+    assert allowed_seconds({"lastStepAt": STARTED, "phase": "checkpointing"}, 20) == 80
+    assert allowed_seconds({"lastStepAt": STARTED, "phase": "validating"}, 20) == 80
+    assert allowed_seconds({}, 20) == 80  # no step yet: starting
 
 
 def test_a_step_within_the_timeout_is_not_a_hang_and_says_when_to_look_again() -> None:
@@ -50,6 +51,21 @@ def test_no_step_for_longer_than_the_timeout_is_a_hang_naming_the_last_step() ->
     assert verdict is not None
     assert verdict.hung
     assert "the last step (7) ended 31 s ago" in verdict.message
+
+
+def test_a_report_sent_after_the_timeout_without_a_new_step_is_a_hang_at_once() -> None:
+    # The heartbeat's report proves the stall by itself: no heartbeat of lag is waited for.
+    progress = {"lastStep": 7, "lastStepAt": _at(30), "phase": "training", "sentAt": _at(51)}
+    verdict = hang.check(progress, [_worker(0)], _at(52), 20)
+    assert verdict is not None
+    assert verdict.hung
+    assert "the last step (7) ended 22 s ago" in verdict.message
+
+
+def test_a_report_sent_within_the_timeout_waits_for_the_heartbeat_of_lag() -> None:
+    progress = {"lastStep": 7, "lastStepAt": _at(30), "phase": "training", "sentAt": _at(45)}
+    assert not hang.check(progress, [_worker(0)], _at(55), 20).hung  # type: ignore[union-attr]
+    assert hang.check(progress, [_worker(0)], _at(61), 20).hung  # type: ignore[union-attr]
 
 
 def test_the_clock_starts_when_the_last_worker_started_not_before() -> None:

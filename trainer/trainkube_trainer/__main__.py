@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         enabled=env.is_main,
         min_interval=reporting.min_interval_seconds,
         sink=sink_for(reporting.configmap, reporting.namespace) if env.is_main else None,
+        hang_timeout=reporting.hang_timeout_seconds,
     )
     reporter.state["attempt"] = config.attempt  # reports say which attempt they belong to
     log(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainkube import timestamps
+from trainkube.hangrule import allowed_seconds
 from trainkube_trainer import secrets
 
 now = timestamps.now
@@ -87,8 +88,12 @@ class Reporter:
         enabled: bool,
         min_interval: float,
         sink: ConfigMapSink | None = None,
+        hang_timeout: int | None = None,
     ) -> None:
         self.directory = directory
+        self.hang_timeout = hang_timeout  # failurePolicy.hangTimeoutSeconds (None: derived)
+        self._stepped_at: float | None = None  # monotonic, of the last step
+        self._stall_reported: float | None = None  # the _stepped_at a stall report went for
         self.enabled = enabled
         self.min_interval = min_interval
         self.sink = sink
@@ -117,6 +122,7 @@ class Reporter:
             previous = self.state.get("stepSeconds")
             mean = seconds if previous is None else 0.9 * float(previous) + 0.1 * seconds
             self.state.update(lastStep=step, lastStepAt=now(), stepSeconds=round(mean, 3))
+            self._stepped_at = time.monotonic()
 
     def phase(self, name: str) -> None:
         """What the run does now (starting, training, validating, checkpointing, saving): the
@@ -125,18 +131,40 @@ class Reporter:
             with self._lock:
                 self.state["phase"] = name
 
+    def _stall_due(self) -> float | None:
+        """Monotonic time when the operator's hang limit (trainkube.hangrule) is passed since
+        the last step, plus a second for the reports' whole-second timestamps; None before the
+        first step, or once the report proving this stall went out."""
+        with self._lock:
+            stepped = self._stepped_at
+            if stepped is None or self._stall_reported == stepped:
+                return None
+            return stepped + allowed_seconds(self.state, self.hang_timeout) + 1.0
+
     def start_heartbeat(self, seconds: float) -> threading.Event:
-        """Send the report every `seconds` from a thread, until the returned event is set."""
+        """Send the report every `seconds` from a thread, until the returned event is set, and
+        once more as soon as the time the operator allows without a step has passed: that
+        report (its `sentAt` against `lastStepAt`) is what proves a hang to the operator."""
         stop = threading.Event()
         if not self.enabled or seconds <= 0:
             return stop
 
+        def wait() -> float:
+            due = self._stall_due()
+            return (
+                seconds / 2 if due is None else min(seconds / 2, max(0.0, due - time.monotonic()))
+            )
+
         def beat() -> None:
-            while not stop.wait(seconds / 2):
-                if time.monotonic() - self.last < seconds:
+            while not stop.wait(wait()):
+                due = self._stall_due()
+                stalled = due is not None and time.monotonic() >= due
+                if not stalled and time.monotonic() - self.last < seconds:
                     continue  # a report went out lately: that was the heartbeat
                 with self._lock:
                     self.state["heartbeat"] = now()
+                    if stalled:
+                        self._stall_reported = self._stepped_at
                 self._flush()
 
         threading.Thread(target=beat, name="heartbeat", daemon=True).start()
@@ -146,6 +174,7 @@ class Reporter:
         # Under the lock: the heartbeat thread and the training loop write the same files.
         with self._lock:
             self.last = time.monotonic()
+            self.state["sentAt"] = now()  # the operator's proof of a stall: see hangrule
             document = {**self.state, "events": self.events[-50:]}
             _write_atomically(self.directory / "progress.json", document)
             if self.sink is not None:

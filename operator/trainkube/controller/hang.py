@@ -3,10 +3,14 @@ long is hung: a collective that never returns, a rank stuck in a driver, a dead 
 
 The clock starts at the latest of the trainer's last finished step (`lastStepAt`, which rank 0
 reports with every heartbeat, between steps too) and the moment the last worker started (so
-scheduling and image pulls never count). The time allowed is `failurePolicy.hangTimeoutSeconds`,
-or, when unset, ten times the run's own mean step time with a floor of five minutes; the slow
-phases (starting up, validating, checkpointing, saving the output) get four times that. A
-report can be one heartbeat old when it is read, so that much more is always allowed.
+scheduling and image pulls never count). The time allowed is trainkube.hangrule's.
+
+A report is proof by itself: it says when it was sent (`sentAt`, the trainer's clock, the same
+clock as `lastStepAt`), and rank 0's heartbeat sends one as soon as the time allowed has passed
+since the last step (it knows the rule and the timeout). So a hung rank 0 that still runs its
+heartbeat is called hung one report after the limit, not a heartbeat later. When reports stop
+altogether (the process frozen, the node gone), the clock reads the operator's `now`; a report
+can then be one heartbeat old when it is read, so that much more is allowed.
 """
 
 from __future__ import annotations
@@ -16,11 +20,8 @@ from typing import Any
 
 from trainkube import timestamps
 from trainkube.controller import workers
+from trainkube.hangrule import allowed_seconds
 
-FLOOR_SECONDS = 300.0
-STEP_MULTIPLE = 10.0
-SLOW_PHASES = frozenset({"starting", "validating", "checkpointing", "saving", "rollingBack"})
-SLOW_FACTOR = 4.0
 REPORT_LAG_SECONDS = 10.0  # the trainer's heartbeat interval (runconfig.Reporting)
 
 
@@ -36,18 +37,6 @@ class Verdict:
         return max(0.0, self.allowed_seconds - self.stalled_seconds)
 
 
-def allowed(progress: dict[str, Any], timeout_seconds: int | None) -> float:
-    """Seconds without a step that still count as progress, in the phase the trainer reports."""
-    if timeout_seconds is not None:
-        base = float(timeout_seconds)
-    else:
-        step_seconds = progress.get("stepSeconds")
-        measured = STEP_MULTIPLE * float(step_seconds) if step_seconds else 0.0
-        base = max(FLOOR_SECONDS, measured)
-    phase = progress.get("phase") if "lastStepAt" in progress else "starting"
-    return base * SLOW_FACTOR if phase in SLOW_PHASES else base
-
-
 def check(
     progress: dict[str, Any], pods: list[dict[str, Any]], now: str, timeout_seconds: int | None
 ) -> Verdict | None:
@@ -60,7 +49,7 @@ def check(
         return None
     since = max(marks)
     stalled = timestamps.epoch(now) - since
-    limit = allowed(progress, timeout_seconds)
+    limit = allowed_seconds(progress, timeout_seconds)
     phase = progress.get("phase") if last_step else "starting"
     where = (
         f"the last step ({progress.get('lastStep')}) ended {stalled:.0f} s ago"
@@ -71,6 +60,7 @@ def check(
         f"no training step for {stalled:.0f} s ({where}; {limit:.0f} s allowed in phase "
         f"{phase}, failurePolicy.hangTimeoutSeconds): the workers are hung"
     )
-    return Verdict(
-        stalled > limit + REPORT_LAG_SECONDS, stalled, limit + REPORT_LAG_SECONDS, message
-    )
+    sent = progress.get("sentAt")
+    proven = timestamps.epoch(sent) - since if sent and last_step else 0.0
+    hung = proven > limit or stalled > limit + REPORT_LAG_SECONDS
+    return Verdict(hung, stalled, limit + REPORT_LAG_SECONDS, message)

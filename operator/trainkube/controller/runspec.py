@@ -211,6 +211,7 @@ def worker_spec(
         return _eval_spec(job, spec, resolve, attempt)
     assert plan is not None
     js: LLMTrainingJobSpec | FineTuneJobSpec = job.spec
+    reporting.hang_timeout_seconds = js.failure_policy.hang_timeout_seconds
     lora: Lora | None = None
     if isinstance(js, LLMTrainingJobSpec):
         model = _model_ref(js.model, spec, resolve, field_name="spec.model")
