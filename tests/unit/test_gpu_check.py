@@ -10,6 +10,7 @@ import torch
 
 from tests.gpu import check_gpu
 from trainkube.planner.memory import GiB
+from trainkube.planner.plan import CONTEXT_BYTES
 
 
 def test_gpu_check_plans_every_configuration_as_asked_in_bf16_for_a_100m_model(
@@ -25,7 +26,7 @@ def test_gpu_check_plans_every_configuration_as_asked_in_bf16_for_a_100m_model(
         assert chosen.rung.stage == configuration.stage
         assert chosen.micro_batch_size == configuration.micro_batch
         assert chosen.activation_checkpointing == configuration.checkpointing
-        assert chosen.gpu_total > check_gpu.CONTEXT_BYTES
+        assert chosen.gpu_total > CONTEXT_BYTES
         config = check_gpu.run_config(
             configuration, chosen, steps=args.steps, fused_adam=False, root=tmp_path
         )
