@@ -1,6 +1,7 @@
 """ZeRO-3 on 2 real gloo ranks: validation over a count that does not split evenly completes
-with the exact mean, and the output saved through DeepSpeed's consolidated 16-bit save loads
-back with the trainer's loading code and gives the engine's outputs."""
+with the exact mean, and the outputs saved from DeepSpeed's consolidated 16-bit state dict (the
+model; a LoRA adapter and its merged model) load back with the trainer's loading code and give
+the engine's outputs."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 SEQUENCES = 5
 
 
-def _run(ranks: int, root: Path) -> dict[str, Any]:
+def _run(ranks: int, root: Path, *extra: str) -> dict[str, Any]:
     port = _free_port()
     root.mkdir(parents=True, exist_ok=True)
     out = root / "result.json"
@@ -42,7 +43,7 @@ def _run(ranks: int, root: Path) -> dict[str, Any]:
             "TOKENIZERS_PARALLELISM": "false",
         }
         command = [sys.executable, "-m", "tests.trainer.zero3_worker", "--root", str(root)]
-        args = ["--sequences", str(SEQUENCES), "--out", str(out)]
+        args = ["--sequences", str(SEQUENCES), "--out", str(out), *extra]
         processes.append(subprocess.Popen([*command, *args], env=env, cwd=REPO))
     for process in processes:
         # A rank left waiting in an all-gather would hang here: the timeout turns it into a failure.
@@ -54,7 +55,7 @@ def _run(ranks: int, root: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, Any]]:
     root = tmp_path_factory.mktemp("zero3")
-    return {ranks: _run(ranks, root / f"ranks-{ranks}") for ranks in (2, 1)}
+    return {2: _run(2, root / "ranks-2", "--lora"), 1: _run(1, root / "ranks-1")}
 
 
 def test_zero3_validation_on_uneven_shards_completes_with_the_one_rank_loss(
@@ -79,3 +80,21 @@ def test_zero3_output_loads_back_and_gives_the_engine_outputs_and_validation_los
         loss = float(model(input_ids=ids, labels=labels).loss)
     assert torch.allclose(logits, torch.tensor(result["logits"]), atol=1e-5)
     assert loss == pytest.approx(result["validationLoss"], rel=1e-5)
+
+
+def test_zero3_lora_adapter_and_merged_model_load_back_with_the_engine_outputs(
+    runs: dict[int, dict[str, Any]],
+) -> None:
+    result = runs[2]
+    base, written = result["written"]["model"], result["loraWritten"]
+    ids = torch.tensor(result["ids"][:1])
+    expected = torch.tensor(result["loraLogits"])
+    assert not torch.allclose(expected, torch.tensor(result["logits"]), atol=1e-3)
+    for ref in (
+        ModelRef(path=base, adapter_path=written["adapter"]),
+        ModelRef(path=written["model"]),
+    ):
+        model = load_model(ref, tokenizer=load_tokenizer(ref), dtype=torch.float32)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :8]
+        assert torch.allclose(logits, expected, atol=1e-5), ref

@@ -27,6 +27,7 @@ from trainkube_trainer.engine import Built, build
 from trainkube_trainer.exitcodes import DivergedError
 from trainkube_trainer.interval import Schedule
 from trainkube_trainer.models import load_tokenizer
+from trainkube_trainer.output import save_output
 from trainkube_trainer.reporting import Reporter, log
 
 VALIDATION_SEQUENCES = 256  # validation uses at most this many held-out sequences
@@ -92,53 +93,6 @@ def _poison(ids: torch.Tensor, vocab: int, step: int) -> torch.Tensor:
     """A batch of random tokens: a real loss spike, for fault injection."""
     generator = torch.Generator().manual_seed(step)
     return torch.randint(0, vocab, ids.shape, generator=generator)
-
-
-def _save_output(config: RunConfig, built: Built, env: DistEnv) -> dict[str, str]:
-    """Write the model (or adapter, and optionally the merged model) to the output folder.
-
-    Under ZeRO-3 DeepSpeed consolidates the 16-bit weights on rank 0 one layer at a time (the
-    plan sets stage3_gather_16bit_weights_on_model_save), as `engine.save_16bit_model` does, and
-    rank 0 writes them with save_pretrained; no rank holds the whole model at once except rank
-    0's CPU copy. A merged LoRA model under ZeRO-3 still gathers each rank's parameters: the
-    merge runs on the model itself.
-    """
-    if config.output is None:
-        return {}
-    out = Path(config.output.directory)
-    engine, model = built.engine, built.engine.module
-    zero3 = built.ds_config.get("zero_optimization", {}).get("stage") == 3
-    # Collective: every rank takes part, rank 0 receives the weights (None elsewhere).
-    state = engine._zero3_consolidated_16bit_state_dict() if zero3 else None
-    written: dict[str, str] = {}
-    folder = "adapter" if config.method == "lora" else "model"
-    if env.is_main:
-        model.save_pretrained(out / folder, state_dict=state)
-        built.tokenizer.save_pretrained(out / folder)
-        written[folder] = str(out / folder)
-    if config.method == "lora" and config.output is not None and config.output.merge:
-        written.update(_save_merged(model, built, env, out / "model", zero3=zero3))
-    torch.distributed.barrier()
-    return written
-
-
-def _save_merged(
-    model: Any, built: Built, env: DistEnv, path: Path, *, zero3: bool
-) -> dict[str, str]:
-    import deepspeed  # noqa: PLC0415
-
-    params = list(model.parameters())
-    gathered = deepspeed.zero.GatheredParameters(params, modifier_rank=None) if zero3 else None
-    if gathered:
-        gathered.__enter__()
-    try:
-        if env.is_main:
-            model.merge_and_unload().save_pretrained(path)
-            built.tokenizer.save_pretrained(path)
-    finally:
-        if gathered:
-            gathered.__exit__(None, None, None)
-    return {"model": str(path)}
 
 
 @dataclass
@@ -404,7 +358,7 @@ def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
             raise RuntimeError(f"injected crash after step {step} (run config fault)")
 
     reporter.phase("saving")
-    written = _save_output(config, built, env)
+    written = save_output(config, built, env)
     heartbeat.set()
     reporter.progress(force=True, phase="done", output=written)
     tracking.finish(session.tracker)
