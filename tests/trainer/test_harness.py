@@ -102,9 +102,10 @@ def test_harness_task_metric_lands_in_results_and_status_with_its_gates(
 ) -> None:
     outcome, out = story_run
     results = json.loads((out / "results.json").read_text())
-    (accuracy,) = [r for r in results["results"] if r["metric"] == "tiny_story.acc"]
+    story = {r["metric"]: r for r in results["results"] if r["evaluation"] == "story"}
+    assert set(story) == {"tiny_story.acc", "tiny_story.acc_stderr"}
+    accuracy = story["tiny_story.acc"]
     # The trained model knows how every story ends; the untrained one picks by noise.
-    assert accuracy["evaluation"] == "story"
     assert accuracy["value"] == 1.0
     assert accuracy["baseline"] < 0.5
     assert accuracy["examples"] == 8

@@ -22,7 +22,13 @@ TASKS = Path(__file__).parents[1] / "trainer" / "harness_tasks"
 # task with two, a perplexity task and a group), trimmed to what the trainer reads.
 LM_EVAL_RESULTS: dict[str, Any] = {
     "results": {
-        "arc_easy": {"alias": "arc_easy", "acc,none": 0.5, "acc_stderr,none": 0.05},
+        "arc_easy": {
+            "name": "arc_easy",
+            "alias": "arc_easy",
+            "sample_len": 100,
+            "acc,none": 0.5,
+            "acc_stderr,none": 0.05,
+        },
         "gsm8k": {
             "alias": "gsm8k",
             "exact_match,strict-match": 0.25,

@@ -57,19 +57,19 @@ def metric_name(key: str) -> str:
     """lm_eval's 'acc,none' as 'acc'; a metric after a filter other than none keeps the
     filter's name ('exact_match,strict-match'), or the two filters' values would collide."""
     metric, _, filter_name = key.partition(",")
-    return metric if filter_name in ("", "none") else key
+    return metric if filter_name == "none" else key
 
 
 def result_of(results: dict[str, Any]) -> HarnessResult:
-    """The numbers in what `lm_eval.simple_evaluate` returns: its 'results' (per task and
-    group; values such as 'N/A' and aliases are left out), 'n-samples' and
-    'higher_is_better'."""
+    """The numbers in what `lm_eval.simple_evaluate` returns: the metrics in its 'results'
+    (per task and group, keyed '<metric>,<filter>'; values such as 'N/A' are left out, and so
+    are keys without a filter: name, alias, sample_len), 'n-samples' and 'higher_is_better'."""
     metrics: dict[str, float] = {}
     lower: set[str] = set()
     for task, values in results["results"].items():
         directions = results.get("higher_is_better", {}).get(task, {})
         for key, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if "," not in key or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             name = metric_name(key)
             metrics[f"{task}.{name}"] = float(value)
