@@ -156,3 +156,25 @@ def test_gates_judge_bounds_and_regressions_in_the_right_direction() -> None:
     )
     assert [v.passed for v in verdicts] == [True, False, False, True, False]
     assert "no such metric" in verdicts[4].message
+
+
+def test_min_improvement_passes_only_a_candidate_better_than_the_baseline_by_the_bound() -> None:
+    candidate = {"task.exactMatch": 0.9, "ppl.perplexity": 8.0, "speed.ttftP50Ms": 80.0}
+    baseline = {"task.exactMatch": 0.2, "ppl.perplexity": 9.0, "speed.ttftP50Ms": 100.0}
+    verdicts = gates.check(
+        [
+            Gate(metric="task.exactMatch", min_improvement=0.5),
+            Gate(metric="task.exactMatch", min_improvement=0.8),
+            Gate(metric="ppl.perplexity", min_improvement=1.0),  # lower is better: 1.0 lower
+            Gate(metric="ppl.perplexity", min_improvement=1.5),
+            Gate(metric="speed.ttftP50Ms", min_improvement=0.1),  # 20 % faster
+            Gate(metric="speed.ttftP50Ms", min_improvement=0.3),
+        ],
+        candidate,
+        baseline,
+    )
+    assert [v.passed for v in verdicts] == [True, False, True, False, True, False]
+    assert "not better than the baseline by at least 0.8" in verdicts[1].message
+    assert "not faster than the baseline by at least 30.0%" in verdicts[5].message
+    missing = gates.check([Gate(metric="task.exactMatch", min_improvement=0.1)], candidate, None)
+    assert "no baseline value to compare with" in missing[0].message

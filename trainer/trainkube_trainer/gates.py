@@ -3,8 +3,9 @@
 Lower is better for perplexity, loss and time to first token, and for the metrics the caller
 names (harness tasks declare theirs), higher for every other metric.
 A `maxRegression` gate fails when the candidate is worse than the baseline by more than the
-bound: in the metric's units, except for latency metrics, where it is a ratio of times (0.1: at
-most 10 % slower), since an absolute number of milliseconds means nothing across models and
+bound, a `minImprovement` gate when it is not better by at least the bound: in the metric's
+units, except for latency metrics, where it is a ratio of times (0.1: at most 10 % slower, or at
+least 10 % faster), since an absolute number of milliseconds means nothing across models and
 devices.
 """
 
@@ -57,13 +58,13 @@ def check(
             problems.append(f"below min {gate.min:g}")
         if gate.max is not None and value > gate.max:
             problems.append(f"above max {gate.max:g}")
-        if gate.max_regression is not None:
+        if gate.max_regression is not None or gate.min_improvement is not None:
             base = (baseline or {}).get(gate.metric)
             if base is None:
                 problems.append("no baseline value to compare with")
             else:
                 lower = name in LOWER_IS_BETTER or gate.metric in lower_is_better
-                problems += _regression(name, value, base, gate.max_regression, notes, lower)
+                problems += _regression(name, value, base, gate, notes, lower)
         passed = not problems
         verdicts.append(
             GateVerdict(gate.metric, passed, "; ".join(notes + (problems or ["passed"])))
@@ -72,15 +73,27 @@ def check(
 
 
 def _regression(
-    name: str, value: float, base: float, bound: float, notes: list[str], lower: bool
+    name: str, value: float, base: float, gate: Gate, notes: list[str], lower: bool
 ) -> list[str]:
-    """Compare with the baseline: a note of by how much, and the problem if beyond `bound`."""
+    """Compare with the baseline: a note of by how much, and the problems if the candidate is
+    worse by more than maxRegression or better by less than minImprovement."""
+    problems = []
+    regression, improvement = gate.max_regression, gate.min_improvement
     if name in LATENCY_TIMES | LATENCY_RATES:
         slower = slower_by(name, value, base)
         notes.append(f"baseline {base:.4g}, {slower:+.1%} slower")
-        if slower > bound:
-            return [f"slower than the baseline by more than {bound:.1%} (maxRegression {bound:g})"]
-        return []
+        if regression is not None and slower > regression:
+            problems.append(
+                f"slower than the baseline by more than {regression:.1%} "
+                f"(maxRegression {regression:g})"
+            )
+        if improvement is not None and -slower < improvement:
+            problems.append(f"not faster than the baseline by at least {improvement:.1%}")
+        return problems
     worse = value - base if lower else base - value
     notes.append(f"baseline {base:.4g}, worse by {worse:.4g}")
-    return [f"worse than the baseline by more than {bound:g}"] if worse > bound else []
+    if regression is not None and worse > regression:
+        problems.append(f"worse than the baseline by more than {regression:g}")
+    if improvement is not None and -worse < improvement:
+        problems.append(f"not better than the baseline by at least {improvement:g}")
+    return problems

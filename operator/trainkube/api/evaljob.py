@@ -177,14 +177,16 @@ class Evaluation(ApiModel):
 
 
 class Gate(ApiModel):
-    """A pass/fail condition on one metric. Set min and/or max for absolute bounds, and/or
-    maxRegression to fail when the model is worse than the baseline by more than that."""
+    """A pass/fail condition on one metric. Set min and/or max for absolute bounds, maxRegression
+    to fail when the model is worse than the baseline by more than that, and/or minImprovement
+    to fail unless it is better than the baseline by at least that."""
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": rules(
             Rule(
-                rule="has(self.min) || has(self.max) || has(self.maxRegression)",
-                message="a gate needs at least one of min, max or maxRegression",
+                rule="has(self.min) || has(self.max) || has(self.maxRegression) || "
+                "has(self.minImprovement)",
+                message="a gate needs at least one of min, max, maxRegression or minImprovement",
             ),
         )
     }
@@ -204,6 +206,13 @@ class Gate(ApiModel):
         "baseline (ttft above 1.1 x the baseline's, or tokensPerSecond below the baseline's / "
         "1.1). Needs a baseline.",
         ge=0,
+    )
+    min_improvement: float | None = Field(
+        default=None,
+        description="fail unless the model is better than the baseline by at least this, in "
+        "the same units and direction as maxRegression (0.5 on an exactMatch: at least 0.5 "
+        "higher than the baseline's; 0.1 on a latency metric: at least 10 % faster). Needs a "
+        "baseline.",
     )
 
 
@@ -238,10 +247,10 @@ class EvalJobSpec(RunControl):
     model_config = RunControl.model_config | {
         "json_schema_extra": rules(
             Rule(
-                rule="!has(self.gates) || !self.gates.exists(g, has(g.maxRegression)) || "
-                "has(self.baseline)",
-                message="a gate with maxRegression compares with the baseline: set baseline, "
-                "or use min/max instead",
+                rule="!has(self.gates) || !self.gates.exists(g, has(g.maxRegression) || "
+                "has(g.minImprovement)) || has(self.baseline)",
+                message="a gate with maxRegression or minImprovement compares with the "
+                "baseline: set baseline, or use min/max instead",
                 field_path=".gates",
             ),
             Rule(

@@ -2,9 +2,13 @@
 
 - tiny-stories: short stories from a grammar of characters, places and events, as plain text.
   Regular enough that a tiny model's loss falls within a few dozen steps.
-- tiny-instructions: prompt/response pairs (arithmetic, word reversal, colours, opposites).
-- tiny-eval: exact-match items (prompt/answer) and multiple-choice items
-  (question/choices/answer index) of the same kinds.
+- tiny-instructions: prompt/response pairs of one task the pre-trained model cannot do but a
+  short LoRA fine-tune learns: a one-sentence story in the corpus's words, a question, and the
+  one-word answer copied from the story ("Mia the cat found a kite in the forest. What did Mia
+  find? " -> "kite").
+- tiny-eval: held-out items of the same task, as exact-match items (prompt/answer) and
+  multiple-choice items (question/choices/answer index). Their (name, thing) pairs never occur
+  in tiny-instructions, so answering them takes reading the story, not recalling an item.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ NAMES = ["Mia", "Tom", "Ada", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eli", "Noa"]
 ANIMALS = ["cat", "dog", "fox", "owl", "bear", "frog", "duck", "goat"]
 PLACES = ["forest", "village", "garden", "river", "hill", "farm", "town", "lake"]
 THINGS = ["ball", "kite", "book", "hat", "cake", "boat", "drum", "key"]
-COLOURS = {"sky": "blue", "grass": "green", "snow": "white", "sun": "yellow", "coal": "black"}
-OPPOSITES = {"hot": "cold", "big": "small", "up": "down", "day": "night", "fast": "slow"}
 FEELINGS = ["happy", "sad", "sleepy", "brave", "hungry"]
 
 
@@ -38,34 +40,50 @@ def tiny_stories(count: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     return stories
 
 
-def _instruction(rng: random.Random) -> dict[str, str]:
-    kind = rng.randrange(4)
-    if kind == 0:
-        a, b = rng.randrange(10), rng.randrange(10)
-        return {"prompt": f"What is {a} plus {b}? ", "response": str(a + b)}
-    if kind == 1:
-        word = rng.choice(NAMES + ANIMALS)
-        return {"prompt": f"Reverse the word {word}: ", "response": word[::-1]}
-    if kind == 2:
-        thing = rng.choice(list(COLOURS))
-        return {"prompt": f"What colour is the {thing}? ", "response": COLOURS[thing]}
-    word = rng.choice(list(OPPOSITES))
-    return {"prompt": f"The opposite of {word} is ", "response": OPPOSITES[word]}
+def _fact(name: str, thing: str, place: str, feeling: str) -> dict[str, str]:
+    """One instruction item: a one-sentence story and a question whose answer is copied from
+    it. The story is written the way the pre-training corpus writes its sentences; the question
+    and the one-word answer (then end-of-sequence) are what the fine-tune teaches."""
+    return {
+        "prompt": f"{name} was {feeling} in the {place}. {name} found a {thing}. "
+        f"What did {name} find? ",
+        "response": thing,
+    }
+
+
+def held_out(name: str, thing: str) -> bool:
+    """Whether a (name, thing) pair belongs to the evaluation split: 16 of the 80 pairs, each
+    name with one or two things and each thing with two names. No training item pairs them, so
+    an evaluated item can only be answered by reading its story, not by recalling one."""
+    return (NAMES.index(name) + THINGS.index(thing)) % 5 == 0
+
+
+def _facts(rng: random.Random, count: int, *, evaluation: bool) -> list[dict[str, str]]:
+    """`count` distinct items of one split, in a seeded order."""
+    combos = [
+        (name, thing, place, feeling)
+        for name in NAMES
+        for thing in THINGS
+        for place in PLACES
+        for feeling in FEELINGS
+        if held_out(name, thing) == evaluation
+    ]
+    return [_fact(*combo) for combo in rng.sample(combos, count)]
 
 
 def tiny_instructions(count: int = 2000, seed: int = 1) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    return [_instruction(rng) for _ in range(count)]
+    """The training split (4,096 distinct items): what did <name> find? -> <thing>."""
+    return _facts(random.Random(seed), count, evaluation=False)
 
 
 def tiny_eval(count: int = 200, seed: int = 2) -> list[dict[str, Any]]:
-    """Items usable both as exact-match (prompt/answer) and multiple-choice (question/choices/
-    answer)."""
+    """The evaluation split (1,024 distinct items, none in tiny-instructions), as exact-match
+    items (prompt/answer) and multiple-choice items (question/choices/answer index: the thing
+    found and three other things)."""
     rng = random.Random(seed)
     items = []
-    for _ in range(count):
-        pair = _instruction(rng)
-        wrong = sorted({_instruction(rng)["response"] for _ in range(6)} - {pair["response"]})[:3]
+    for pair in _facts(rng, count, evaluation=True):
+        wrong = rng.sample([t for t in THINGS if t != pair["response"]], 3)
         choices = [pair["response"], *wrong]
         rng.shuffle(choices)
         items.append(
