@@ -3,6 +3,7 @@ derivation, with no cluster."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -468,3 +469,13 @@ def test_a_tokenizer_on_a_volume_is_mounted_read_only_and_named_in_the_run_confi
     }
     assert spec.run_config.model.tokenizer_path == "/models/tokenizers/llama-2"
     assert spec.run_config.model.tokenizer_hub is None
+
+
+def test_the_hang_timeout_reaches_the_trainers_report_settings() -> None:
+    # Rank 0's heartbeat sends the report proving a hang by this limit (trainkube.hangrule).
+    timed = copy.deepcopy(PRETRAIN)
+    timed["spec"]["failurePolicy"] = {"hangTimeoutSeconds": 45}
+    assert (
+        _spec(LLMTrainingJob.model_validate(timed)).run_config.reporting.hang_timeout_seconds == 45
+    )
+    assert _spec(JOB).run_config.reporting.hang_timeout_seconds is None

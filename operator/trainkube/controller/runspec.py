@@ -211,7 +211,6 @@ def worker_spec(
         return _eval_spec(job, spec, resolve, attempt)
     assert plan is not None
     js: LLMTrainingJobSpec | FineTuneJobSpec = job.spec
-    reporting.hang_timeout_seconds = js.failure_policy.hang_timeout_seconds
     lora: Lora | None = None
     if isinstance(js, LLMTrainingJobSpec):
         model = _model_ref(js.model, spec, resolve, field_name="spec.model")
@@ -271,6 +270,9 @@ def worker_spec(
             "rollback": _in_process(js.rollback, attempt),
             "output": run_output,
             "tracking": _tracking(js.tracking, spec, run_id=f"{namespace}-{name}"),
+            "reporting": reporting.model_copy(
+                update={"hang_timeout_seconds": js.failure_policy.hang_timeout_seconds}
+            ),
         }
     )
     return spec
