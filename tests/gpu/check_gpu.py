@@ -5,18 +5,22 @@ and ZeRO-3, a few dozen steps per configuration; for each, the planner's predict
 per GPU against `torch.cuda.max_memory_allocated`, and tokens/s. It also checks that the
 checkpoint RNG state holds and restores the CUDA generator. Results go to a JSON file.
 
-Run it on a machine with one NVIDIA GPU, from the repository root, with the repo's venv (the
-operator and trainer packages installed, `pip install -e operator -e 'trainer[...]'`) or in the
-trainer image (the repository mounted or copied in):
+Run it on a machine with one NVIDIA GPU, from the repository root, with Python packages that
+have a CUDA build of torch: either the GPU trainer image (images/trainer.Containerfile with
+ACCELERATOR=cuda; DeepSpeed's fused_adam is compiled in it) with the repository copied or
+mounted in, or a venv made like `make setup` but with PyPI's (CUDA) torch 2.13.0:
 
-    .venv/bin/python -m tests.gpu.check_gpu                      # all configurations, 30 steps
-    .venv/bin/python -m tests.gpu.check_gpu --steps 40 --configs z2-mb4 z3-mb4
-    .venv/bin/python -m tests.gpu.check_gpu --fused-adam         # DeepSpeed's FusedAdam
+    python -m tests.gpu.check_gpu                      # 4 configurations, 30 steps each
+    python -m tests.gpu.check_gpu --fused-adam         # FusedAdam, as the trainer's GPU plans
+    python -m tests.gpu.check_gpu --steps 40 --configs z2-mb4 z3-mb4 --out results.json
 
+Not yet run on a GPU (no device was lent when it was written): expect a few minutes, most of
+it process start-up and model builds.
 Each configuration runs in its own process (a fresh CUDA context and peak counter). The
 planner's figure includes 1 GiB of CUDA context that `max_memory_allocated` does not see: the
 results give both. By default the optimizer is torch's AdamW (`torch_adam`), which needs no
-compiled DeepSpeed op; `--fused-adam` uses FusedAdam as the trainer does (pre-built or nvcc).
+compiled DeepSpeed op; `--fused-adam` uses FusedAdam as the trainer does (pre-built in the
+GPU image, else compiled at first use, which needs nvcc).
 Without a GPU the script exits with status 2 and says so.
 """
 
