@@ -124,7 +124,7 @@ def test_lora_fine_tune_writes_an_adapter_that_changes_the_output(
                 builtin=BuiltinCorpus.TINY_INSTRUCTIONS,
                 prompt_field="prompt",
                 response_field="response",
-                sequence_length=48,
+                sequence_length=80,  # the longest item is 73 tokens
                 validation_fraction=0.05,
             ),
             "training": Training(
