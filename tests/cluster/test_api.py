@@ -373,7 +373,16 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         "regression-gate-without-baseline",
         EVAL,
         {"spec.baseline": DELETE},
-        ["spec.gates", "a gate with maxRegression compares with the baseline"],
+        ["spec.gates", "a gate with maxRegression or minImprovement compares with the baseline"],
+    ),
+    (
+        "improvement-gate-without-baseline",
+        EVAL,
+        {
+            "spec.baseline": DELETE,
+            "spec.gates": [{"metric": "held-out.perplexity", "minImprovement": 0.5}],
+        },
+        ["spec.gates", "a gate with maxRegression or minImprovement compares with the baseline"],
     ),
     (
         "gate-on-unknown-evaluation",
@@ -418,7 +427,10 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         "gate-without-bound",
         EVAL,
         {"spec.gates": [{"metric": "held-out.perplexity"}]},
-        ["spec.gates[0]", "a gate needs at least one of min, max or maxRegression"],
+        [
+            "spec.gates[0]",
+            "a gate needs at least one of min, max, maxRegression or minImprovement",
+        ],
     ),
     (
         "from-job-of-unknown-kind",
