@@ -121,13 +121,17 @@ def test_eval_job_run_config_carries_evaluations_baseline_and_gates() -> None:
     assert run.evaluation is not None
     assert run.evaluation.baseline is not None
     assert run.evaluation.baseline.path == "/models/b/y/model"
-    assert [e.name for e in run.evaluation.evaluations] == ["held-out", "qa", "speed"]
-    qa, speed = run.evaluation.evaluations[1:]
+    assert [e.name for e in run.evaluation.evaluations] == ["held-out", "task", "qa", "speed"]
+    task, qa, speed = run.evaluation.evaluations[1:]
+    assert task.exact_match is not None
+    assert task.exact_match.num_few_shot == 0
     assert qa.exact_match is not None
     assert qa.exact_match.num_few_shot == 2
     assert speed.latency is not None
     assert speed.latency.max_new_tokens == 16
-    assert len(run.evaluation.gates) == 3
+    gates = {g.metric: g for g in run.evaluation.gates}
+    assert len(gates) == 4
+    assert gates["task.exactMatch"].min_improvement == 0.5
 
 
 def test_worker_job_runs_the_deepspeed_launcher_without_retries() -> None:
