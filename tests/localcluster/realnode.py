@@ -222,7 +222,23 @@ def import_images(
         results.append(ImportResult(archive, [image.name for image in images], present))
         if archive not in _IMPORTED and not archive.is_relative_to(layout.state_dir):
             _IMPORTED.append(archive)
+    if not all(result.skipped for result in results):
+        remove_superseded(layout, bin_dir)
     return results
+
+
+def remove_superseded(layout: Layout, bin_dir: Path) -> list[str]:
+    """Remove the images no tag names any more: the CRI keeps each image under its config
+    digest (`sha256:...`) beside its tag, so a tag moved to a new build leaves the old build
+    behind in full (the 5.9 GB trainer image: its layers and their unpacked snapshot, 12 GB,
+    each time the trainer changed, since the kubelet's image GC is off here). Removed with
+    `--sync`, so the content and snapshots go at once; a running container keeps its own."""
+    names = ctr(layout, bin_dir, "images", "ls", "-q").stdout.split()
+    tagged = {_present_config_digest(layout, bin_dir, n) for n in names if ":" in n and "/" in n}
+    stale = [n for n in names if n.startswith("sha256:") and n not in tagged]
+    for name in stale:
+        ctr(layout, bin_dir, "images", "rm", "--sync", name, check=False)
+    return stale
 
 
 def probe_image_archive(bin_dir: Path, folder: Path) -> Path:
