@@ -56,10 +56,7 @@ class RecordingEngine:
         target = Path(path)
         if type(self.inner) is TorchCheckpointEngine:  # a subclass may write differently
             zipfile = bool(self.inner.zipfile_serialization)
-            sha256, size = write_hashed(
-                target,
-                lambda out: torch.save(state_dict, out, _use_new_zipfile_serialization=zipfile),
-            )
+            sha256, size = write_hashed(target, lambda out: _save(state_dict, out, zipfile))
             # On the disk while DeepSpeed serializes the next file; `recording` waits for it.
             self.syncing.append(self.syncer.submit(self.durable.sync, target))
             self.written.append(self._digest(target, sha256, size))
@@ -72,6 +69,19 @@ class RecordingEngine:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def _save(state_dict: Any, out: Any, zipfile: bool) -> None:
+    """`torch.save` without the zip format's CRC32 of every record: the sha256 computed while
+    writing (digests.py) already covers every byte, verified on resume, and the CRC was a
+    second pass over each tensor's bytes on the save's critical path. torch.load does not
+    need it; a zip tool's integrity test of the file would report bad CRCs."""
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save(state_dict, out, _use_new_zipfile_serialization=zipfile)
+    finally:
+        torch.serialization.set_crc32_options(before)
 
 
 def relative(path: Path, root: Path) -> str:
