@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from trainkube.runconfig import (
 )
 
 TINY = Architecture(layers=2, hidden_size=64, heads=4, vocab_size=259, context_length=128)
+REPO = Path(__file__).resolve().parents[2]
 EXTENSIONS = Path(os.environ.get("TRAINKUBE_CACHE_DIR", Path.home() / ".cache" / "trainkube"))
 
 
@@ -103,6 +105,32 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def spawn_ranks(
+    module: str, ranks: int, args: Callable[[int], list[str]], *, cache: Path
+) -> list[subprocess.Popen[bytes]]:
+    """`python -m module` once per rank, as torch.distributed's environment variables make
+    them one gloo group on this machine (no launcher), each with `args(rank)`."""
+    port = _free_port()
+    processes = []
+    for rank in range(ranks):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(ranks),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "TRAINKUBE_TOKENS_CACHE": str(cache),
+            "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        command = [sys.executable, "-m", module, *args(rank)]
+        processes.append(subprocess.Popen(command, env=env, cwd=REPO))
+    return processes
 
 
 def run(config: RunConfig, root: Path, *, ranks: int = 2, name: str = "run.json") -> Outcome:

@@ -5,16 +5,13 @@ trains on exactly the tokens, in exactly the order, that one rank would have."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.trainer.data_order_worker import DATA, GLOBAL_BATCH, SEED
+from tests.trainer.runs import spawn_ranks
 from trainkube.runconfig import ModelRef
 from trainkube_trainer.data.prepare import CACHE_ENV
 from trainkube_trainer.datasets_split import train_and_validation
@@ -23,35 +20,18 @@ from trainkube_trainer.tokenizer import byte_tokenizer
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _run(ranks: int, first: int, end: int, root: Path) -> dict[str, Any]:
     """Token ids of batches [first, end) from `ranks` processes, merged by key."""
-    port = _free_port()
     root.mkdir(parents=True, exist_ok=True)
-    processes = []
-    for rank in range(ranks):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "TRAINKUBE_TOKENS_CACHE": str(root / f"cache-{ranks}"),
-            "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        command = [sys.executable, "-m", "tests.trainer.data_order_worker"]
-        out = root / f"{ranks}-{rank}.json"
-        args = ["--first", str(first), "--end", str(end), "--out", str(out)]
-        processes.append((subprocess.Popen([*command, *args], env=env, cwd=REPO), out))
+    outs = [root / f"{ranks}-{rank}.json" for rank in range(ranks)]
+    processes = spawn_ranks(
+        "tests.trainer.data_order_worker",
+        ranks,
+        lambda rank: ["--first", str(first), "--end", str(end), "--out", str(outs[rank])],
+        cache=root / f"cache-{ranks}",
+    )
     merged: dict[str, Any] = {}
-    for process, out in processes:
+    for process, out in zip(processes, outs, strict=True):
         assert process.wait(timeout=300) == 0
         merged.update(json.loads(out.read_text()))
     return merged

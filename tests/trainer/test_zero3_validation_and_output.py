@@ -6,16 +6,13 @@ the engine's outputs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.trainer.runs import EXTENSIONS, _free_port
+from tests.trainer.runs import spawn_ranks
 from trainkube.runconfig import ModelRef
 from trainkube_trainer.models import load_model, load_tokenizer
 
@@ -24,27 +21,12 @@ SEQUENCES = 5
 
 
 def _run(ranks: int, root: Path, *extra: str) -> dict[str, Any]:
-    port = _free_port()
     root.mkdir(parents=True, exist_ok=True)
     out = root / "result.json"
-    processes = []
-    for rank in range(ranks):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "TRAINKUBE_TOKENS_CACHE": str(root / "cache"),
-            "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
-            "OMP_NUM_THREADS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        command = [sys.executable, "-m", "tests.trainer.zero3_worker", "--root", str(root)]
-        args = ["--sequences", str(SEQUENCES), "--out", str(out), *extra]
-        processes.append(subprocess.Popen([*command, *args], env=env, cwd=REPO))
+    args = ["--root", str(root), "--sequences", str(SEQUENCES), "--out", str(out), *extra]
+    processes = spawn_ranks(
+        "tests.trainer.zero3_worker", ranks, lambda _: args, cache=root / "cache"
+    )
     for process in processes:
         # A rank left waiting in an all-gather would hang here: the timeout turns it into a failure.
         assert process.wait(timeout=240) == 0
