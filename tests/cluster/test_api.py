@@ -240,7 +240,7 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
     (
         "warmup-longer-than-run",
         PRETRAIN,
-        {"spec.training.warmupSteps": 60},
+        {"spec.training.maxSteps": 60, "spec.training.warmupSteps": 60},
         ["spec.training.warmupSteps", "warmupSteps must be smaller than maxSteps"],
     ),
     (
