@@ -42,6 +42,13 @@ def _missing(captured: Any, stored: Any, where: str = "") -> list[str]:
                 else [f"{where}.{key}: dropped"]
             )
         ]
+    if isinstance(captured, list) and isinstance(stored, list) and len(captured) == len(stored):
+        # Item by item: a default the API added since inside an item is fine too.
+        return [
+            problem
+            for index, (item, back) in enumerate(zip(captured, stored, strict=True))
+            for problem in _missing(item, back, f"{where}[{index}]")
+        ]
     if captured != stored:
         return [f"{where}: {captured!r} came back as {stored!r}"]
     return []
