@@ -256,12 +256,6 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         ["spec.training.warmupRatio", "less than 1"],
     ),
     (
-        "eval-interval-beyond-run",
-        PRETRAIN,
-        {"spec.training.evalInterval": 1000},
-        ["spec.training.evalInterval", "evalInterval must be at most maxSteps"],
-    ),
-    (
         "adam-epsilon-zero",
         PRETRAIN,
         {"spec.training.adamEpsilon": 0},

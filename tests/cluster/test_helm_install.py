@@ -165,7 +165,7 @@ def test_the_chain_runs_in_a_restricted_namespace_under_the_in_cluster_operator(
     )
     _phase(api_client, jobs_namespace, "finetunejobs", "tiny-lora", "Succeeded", 300)
     evaluation = _phase(api_client, jobs_namespace, "evaljobs", "tiny-ab", "Succeeded", 300)
-    assert evaluation["gatesPassed"] == "3/3"
+    assert evaluation["gatesPassed"] == "4/4"
     worker = client.CoreV1Api(api_client).list_namespaced_pod(
         jobs_namespace, label_selector="batch.kubernetes.io/job-name=tiny-pretrain-ltj-a1"
     )

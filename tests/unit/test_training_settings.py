@@ -71,8 +71,6 @@ def test_training_settings_out_of_range_are_refused_with_the_field_named(
     ("field", "message"),
     [
         (".warmupRatio", "set warmupSteps or warmupRatio, not both"),
-        (".evalInterval", "evalInterval must be at most maxSteps"),
-        (".logInterval", "logInterval must be at most maxSteps"),
     ],
 )
 def test_the_crds_refuse_settings_that_contradict_each_other(field: str, message: str) -> None:

@@ -47,20 +47,6 @@ class Training(ApiModel):
                 "of the run's steps; warmupSteps a number of steps)",
                 field_path=".warmupRatio",
             ),
-            Rule(
-                rule="!has(self.maxSteps) || !has(self.evalInterval) || "
-                "self.evalInterval <= self.maxSteps",
-                message="evalInterval must be at most maxSteps: a longer interval never comes "
-                "(0 evaluates only at the end)",
-                field_path=".evalInterval",
-            ),
-            Rule(
-                rule="!has(self.maxSteps) || !has(self.logInterval) || "
-                "self.logInterval <= self.maxSteps",
-                message="logInterval must be at most maxSteps: a longer interval never comes "
-                "(the last step is always reported)",
-                field_path=".logInterval",
-            ),
         )
     }
 
