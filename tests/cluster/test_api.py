@@ -593,7 +593,7 @@ def test_changing_an_immutable_field_of_an_existing_job_is_refused(
 
 def test_a_mutable_field_of_an_existing_job_can_change(crds: LocalCluster, namespace: str) -> None:
     _apply(crds, namespace, PRETRAIN)
-    out = _apply(crds, namespace, _changed(PRETRAIN, {"spec.training.maxSteps": 120}))
+    out = _apply(crds, namespace, _changed(PRETRAIN, {"spec.training.maxSteps": 240}))
     assert "configured" in out
     steps = crds.kubectl(
         "get",
@@ -604,4 +604,4 @@ def test_a_mutable_field_of_an_existing_job_can_change(crds: LocalCluster, names
         "-o",
         "jsonpath={.spec.training.maxSteps}",
     )
-    assert steps == "120"
+    assert steps == "240"
