@@ -48,10 +48,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 
 from tests.cluster.conftest import OperatorProcess, apply_manifests
+from tests.cluster.test_recovery import _real_job
 from tests.localcluster.cluster import LocalCluster, stop_helpers
 from tests.localcluster.demo import load_images
 from trainkube import timestamps
@@ -65,25 +65,13 @@ HANG_TIMEOUT = 15
 
 
 def _manifest(name: str, *, in_process: bool, fault: dict[str, Any], steps: int) -> Any:
-    manifest = yaml.safe_load((REPO / "examples" / "01-tiny-pretrain-cpu.yaml").read_text())
-    manifest["metadata"]["name"] = name
-    manifest["metadata"]["annotations"] = {"trainkube.io/fault": json.dumps(fault)}
+    """The real-node spike job of tests/cluster/test_recovery.py, with this run's steps, fault,
+    rollback budget, in-process choice and hang timeout."""
+    manifest = _real_job(name, annotations={"trainkube.io/fault": json.dumps(fault)})
     spec = manifest["spec"]
-    spec["training"].update(maxSteps=steps, evalInterval=0, logInterval=5)
-    spec["checkpoints"] = {"interval": 10, "keepLast": 10, "createVolume": {"size": "1Gi"}}
-    spec["rollback"] = {
-        "rule": {"window": 10, "threshold": 6.0, "patience": 2},
-        "stepsBack": 10,
-        "lrFactor": 0.5,
-        "skipBatches": 5,
-        "maxRollbacks": 2,
-        "inProcess": in_process,
-    }
-    spec["failurePolicy"] = {
-        "maxRestarts": 2,
-        "backoffSeconds": 0,
-        "hangTimeoutSeconds": HANG_TIMEOUT,
-    }
+    spec["training"]["maxSteps"] = steps
+    spec["rollback"].update(maxRollbacks=2, inProcess=in_process)
+    spec["failurePolicy"]["hangTimeoutSeconds"] = HANG_TIMEOUT
     return manifest
 
 
