@@ -111,6 +111,21 @@ def test_a_nan_loss_is_divergence_at_once(tmp_path: Path) -> None:
     assert outcome.result["divergence"]["rule"] == "nan"
 
 
+def test_a_nan_between_loss_checks_is_named_at_its_step_and_never_saved(tmp_path: Path) -> None:
+    """The losses are checked in batches (every 10 steps here, and before each checkpoint): the
+    NaN of step 17 is found at step 20, where a checkpoint is due, and stops the run there."""
+    config = pretrain_config(tmp_path, steps=40, interval=10, fault=Fault(nan_at_step=17))
+    assert config.training is not None
+    config = config.model_copy(
+        update={"training": config.training.model_copy(update={"log_interval": 40})}
+    )
+    outcome = run(config, tmp_path)
+    assert outcome.exit_code == ExitCode.DIVERGED, outcome.log[-3000:]
+    assert outcome.result["divergence"]["step"] == 17
+    assert outcome.result["divergence"]["rule"] == "nan"
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("step-*")) == ["step-10"]
+
+
 def test_lora_fine_tune_writes_an_adapter_that_changes_the_output(
     tmp_path: Path, pretrained: Path
 ) -> None:

@@ -119,6 +119,19 @@ def mean_over_ranks(total: float, count: float, device: torch.device) -> float:
     return float(pair[0] / pair[1]) if pair[1] else float("nan")
 
 
+def means_over_ranks(totals: list[torch.Tensor], count: float) -> list[float]:
+    """sum(totals[i]) / sum(count) over all ranks for each i, in one all-reduce and one copy
+    to the host (`totals` are 0-d tensors on this rank's device). Every rank gets the same
+    numbers: an all-reduce leaves one result everywhere."""
+    if not totals:
+        return []
+    counted = torch.tensor([count], dtype=torch.float64, device=totals[0].device)
+    packed = torch.cat([torch.stack(totals).to(torch.float64), counted])
+    torch.distributed.all_reduce(packed)
+    means = (packed[:-1] / packed[-1]).tolist()
+    return [float(mean) for mean in means]
+
+
 def rng_state() -> dict[str, Any]:
     """This process's random number generators: the CPU's, and every CUDA device's when there
     are any (dropout masks on a GPU draw from the CUDA generator)."""

@@ -1,11 +1,16 @@
-"""Divergence detection, on rank 0: NaN/Inf at once; a spike when the loss is above
-mean + threshold x std (or above ratio x mean) of the previous `window` steps for `patience`
-consecutive steps. Spiking steps do not enter the window, so a spike cannot raise its own bar."""
+"""Divergence detection: NaN/Inf at once; a spike when the loss is above mean + threshold x std
+(or above ratio x mean) of the previous `window` steps for `patience` consecutive steps.
+Spiking steps do not enter the window, so a spike cannot raise its own bar.
+
+Every rank runs its own detector on the same losses (means over all ranks, the same numbers
+everywhere), so every rank reaches the same verdict at the same step with no message between
+them."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from trainkube.api.recovery import SpikeRule
@@ -46,4 +51,13 @@ class DivergenceDetector:
         self.history.append(loss)
         while len(self.history) > window:
             self.history.popleft()
+        return None
+
+    def observe_steps(self, losses: Iterable[tuple[int, float]]) -> Verdict | None:
+        """`observe` each (step, loss) in order; the first Verdict, after which the rest are
+        not observed."""
+        for step, loss in losses:
+            verdict = self.observe(step, loss)
+            if verdict is not None:
+                return verdict
         return None

@@ -1,16 +1,18 @@
 """In-process rollback: on divergence the running ranks go back to an earlier checkpoint
 themselves, instead of exiting for the operator to restart the pods from it.
 
-Every rank already holds the same verdict (rank 0's, broadcast). Then, all ranks together:
-find the checkpoint by the operator's own rule (`rollback_target`: the newest valid one at
-least `stepsBack` steps before the spike; `newest_valid` verifies it), move the checkpoints
-after it aside as a pod-restart rollback does (`lineage.abandon_after`), load it into the live
-DeepSpeed engine, and agree that every rank did (an all-gather on a gloo group with a timeout,
-so a rank that does not answer fails the agreement instead of blocking it). Only then does any
-rank change its run: the learning rate times `lrFactor`, the batches after the checkpoint
-skipped (the sampler is deterministic, so skipping is leaving out batch indexes), a fresh spike
-detector. Rank 0 reports the rollback (in progress.json's `rollbacks`, which the operator
-records into status.rollbacks once each, and as an event).
+Every rank already holds the same verdict (each rank's own detector saw the same all-reduced
+losses; train.py). Then, all ranks together: find the checkpoint by the operator's own rule
+(`rollback_target`: the newest valid one at least `stepsBack` steps before the spike;
+`newest_valid` verifies it; every checkpoint was saved at a loss check that found no divergence,
+so none is of the diverged step or a later one), move the checkpoints after it aside as a
+pod-restart rollback does (`lineage.abandon_after`), load it into the live DeepSpeed engine, and
+agree that every rank did (an all-gather on a gloo group with a timeout, so a rank that does not
+answer fails the agreement instead of blocking it). Only then does any rank change its run: the
+learning rate times `lrFactor`, the batches after the checkpoint skipped (the sampler is
+deterministic, so skipping is leaving out batch indexes), a fresh spike detector on every rank.
+Rank 0 reports the rollback (in progress.json's `rollbacks`, which the operator records into
+status.rollbacks once each, and as an event).
 
 When any part fails, or the run may not roll back here (no budget left, no checkpoint early
 enough, ZeRO stage 3, a checkpoint of another world size), `roll_back` says so and the caller

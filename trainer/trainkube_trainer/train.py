@@ -1,8 +1,17 @@
 """The one training loop: pre-training and fine-tuning (full or LoRA) alike.
 
-setup -> resume -> loop (batch, micro-steps, step, divergence check, report, evaluate,
-checkpoint) -> save the output. Rank 0 alone reports, tracks and publishes; every rank decides
-to stop from the same broadcast verdict, so a divergence ends all ranks at the same step.
+setup -> resume -> loop (batch, micro-steps, step; at a loss check: divergence check, report,
+evaluate, checkpoint) -> save the output. Rank 0 alone reports, tracks and publishes.
+
+The losses are checked in batches, not every step: each step's loss stays on the device, and
+the pending steps' losses are all-reduced together (one collective, one copy to the host) every
+LOSS_CHECK_STEPS steps and before anything acts on them: a progress report, validation, a
+checkpoint, an auto-interval plan, the end of training. Every rank then runs its own divergence
+detector over those steps in order, on the same numbers, so all ranks name the same diverged
+step and stop (or roll back) together with no message between them. A divergence is found up to
+LOSS_CHECK_STEPS - 1 steps after its step: that is lost work, never a saved checkpoint (every
+checkpoint is taken at a clean check, before the diverged step), and the in-process rollback
+picks its checkpoint by the diverged step as before.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from trainkube_trainer import lineage, rollback, tracking
 from trainkube_trainer.checkpoints import Checkpoint, CheckpointManager
 from trainkube_trainer.data.sampler import BatchSampler, next_batch_index
 from trainkube_trainer.datasets_split import Sequences, train_and_validation
-from trainkube_trainer.distributed import DistEnv, broadcast, mean_over_ranks
+from trainkube_trainer.distributed import DistEnv, broadcast, mean_over_ranks, means_over_ranks
 from trainkube_trainer.divergence import DivergenceDetector
 from trainkube_trainer.engine import Built, build
 from trainkube_trainer.exitcodes import DivergedError
@@ -31,6 +40,7 @@ from trainkube_trainer.output import save_output
 from trainkube_trainer.reporting import Reporter, log
 
 VALIDATION_SEQUENCES = 256  # validation uses at most this many held-out sequences
+LOSS_CHECK_STEPS = 10  # the losses are checked at least this often (see the docstring)
 
 
 def _total_steps(config: RunConfig, batches_per_epoch: int) -> int:
@@ -93,6 +103,22 @@ def _poison(ids: torch.Tensor, vocab: int, step: int) -> torch.Tensor:
     """A batch of random tokens: a real loss spike, for fault injection."""
     generator = torch.Generator().manual_seed(step)
     return torch.randint(0, vocab, ids.shape, generator=generator)
+
+
+def engine_record(built: Built) -> dict[str, Any]:
+    """What `deepspeed.initialize` was given, for the log: the DeepSpeed config and the client
+    optimizer (the trainer's own on the CPU) with its hyper-parameters."""
+    optimizer = built.engine.client_optimizer
+    group = optimizer.param_groups[0] if optimizer is not None else {}
+    return {
+        "deepspeed": built.ds_config,
+        "optimizer": {
+            "class": type(optimizer).__name__,
+            **{key: value for key, value in group.items() if key != "params"},
+        }
+        if optimizer is not None
+        else None,
+    }
 
 
 @dataclass
@@ -171,6 +197,8 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
     if universal and manager is not None and target is not None:
         manager.prepare_universal(target)
     built = build(config, env, total_steps=total_steps, universal=universal)
+    if env.is_main:
+        log("engine", **engine_record(built))
     fault = config.fault
     session = Session(
         config=config,
@@ -203,12 +231,13 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
     return session
 
 
-def _train_step(session: Session) -> float:
-    """One optimizer step (all micro-batches); the loss averaged over them and all ranks."""
+def _train_step(session: Session) -> torch.Tensor:
+    """One optimizer step (all micro-batches); this rank's sum of their losses, on the device
+    (reading it on the host would wait for the device at every micro-batch)."""
     config, engine, fault = session.config, session.built.engine, session.config.fault
     session.position = next_batch_index(session.position, config.recovery.skip_batches)
     target_step = session.step + 1
-    loss_total = 0.0
+    loss_total = torch.zeros((), dtype=torch.float64, device=engine.device)
     for indexes in session.sampler.micro_batches(session.position, session.env.rank):
         ids, labels = session.train.batch(indexes.tolist())
         if session.fault_active and fault and fault.hang_at_step == target_step:
@@ -222,9 +251,9 @@ def _train_step(session: Session) -> float:
             loss = loss * float("nan")
         engine.backward(loss)
         engine.step()
-        loss_total += float(loss.detach())
+        loss_total += loss.detach()
     session.step, session.position = target_step, session.position + 1
-    return mean_over_ranks(loss_total, session.sampler.accumulation, engine.device)
+    return loss_total
 
 
 def _hang_if_chosen(session: Session, rank: int) -> None:
@@ -237,11 +266,27 @@ def _hang_if_chosen(session: Session, rank: int) -> None:
             time.sleep(3600)
 
 
-def _check_divergence(session: Session, loss: float) -> bool:
-    """Whether the run diverged and rolled back in place (it goes on from the checkpoint)."""
+def loss_check_due(
+    step: int, *, total: int, log_interval: int, eval_interval: int, checkpoint: bool
+) -> bool:
+    """Whether `step` checks the pending losses: every LOSS_CHECK_STEPS steps, and before a
+    progress report, a validation, a checkpoint or an auto-interval plan (`checkpoint`), and
+    at the end."""
+    return (
+        step % LOSS_CHECK_STEPS == 0
+        or step % log_interval == 0
+        or (eval_interval > 0 and step % eval_interval == 0)
+        or checkpoint
+        or step == total
+    )
+
+
+def _check_divergence(session: Session, losses: list[float]) -> bool:
+    """Whether the run diverged in one of the last len(losses) steps, and rolled back in place
+    (it goes on from the checkpoint). Every rank observes the same losses in its own detector."""
     detector = session.detector
-    verdict = detector.observe(session.step, loss) if detector and session.env.is_main else None
-    verdict = broadcast(verdict)
+    first = session.step - len(losses) + 1
+    verdict = detector.observe_steps(enumerate(losses, start=first)) if detector else None
     if verdict is None:
         return False
     at = round(time.time(), 3)
@@ -308,51 +353,77 @@ def _checkpoint(session: Session, loss: float, lr: float) -> float | None:
     return None
 
 
-def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
-    session = _setup(config, env, reporter)
+def _act_on_checked_loss(
+    session: Session, schedule: Schedule | None, loss: float, started: float, started_step: int
+) -> None:
+    """What a loss check allows at this step: report (every log_interval), validate (every
+    eval_interval), checkpoint (when the schedule says so), each after the steps up to here
+    were found not to diverge. `loss` is this step's."""
+    config, built, reporter = session.config, session.built, session.reporter
     assert config.training is not None
     assert config.data is not None
-    built, total = session.built, session.total_steps
+    step, total = session.step, session.total_steps
+    elapsed = time.monotonic() - started
+    done = step - started_step
     tokens_per_step = session.sampler.global_batch_size * config.data.sequence_length
+    rate = done * tokens_per_step / elapsed if elapsed > 0 else 0.0
+    lr = float(built.scheduler.get_last_lr()[0]) if built.scheduler else float("nan")
+    fields: dict[str, Any] = {
+        "step": step,
+        "totalSteps": total,
+        "loss": round(loss, 5),
+        "learningRate": lr,
+        "tokensPerSecond": round(rate, 1),
+        "etaSeconds": round((total - step) * elapsed / max(done, 1), 1),
+        "dataPosition": session.position,
+    }
+    if step % config.training.log_interval == 0 or step == total:
+        reporter.progress(**fields)
+        tracking.log(session.tracker, {"loss": loss, "lr": lr, "tokens_per_s": rate}, step)
+    interval = config.training.eval_interval
+    if (interval and step % interval == 0) or step == total:
+        micro = session.sampler.micro_batch_size
+        reporter.phase("validating")
+        val = _validate(built, session.validation, session.env, micro)
+        reporter.phase("training")
+        reporter.progress(force=True, validationLoss=round(val, 5), **fields)
+        tracking.log(session.tracker, {"validation_loss": val}, step)
+    if schedule is not None:
+        _checkpoint_when_due(session, schedule, loss, lr, elapsed / max(done, 1), started_step)
+
+
+def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
+    session = _setup(config, env, reporter)
+    training = config.training
+    assert training is not None
+    built, total = session.built, session.total_steps
     reporter.progress(force=True, step=session.step, totalSteps=total, phase="training")
     started, started_step = time.monotonic(), session.step
     heartbeat = reporter.start_heartbeat(config.reporting.heartbeat_seconds)
     policy = config.checkpoints
     schedule = Schedule(policy.interval, policy.auto_mtbf_seconds) if policy else None
 
+    pending: list[torch.Tensor] = []  # this rank's loss sums of the steps not checked yet
     while session.step < total:
         began = time.monotonic()
-        loss = _train_step(session)
+        pending.append(_train_step(session))
         reporter.stepped(session.step, time.monotonic() - began)
-        if _check_divergence(session, loss):
-            continue  # rolled back: the loop goes on from the checkpoint's step
         step = session.step
-        elapsed = time.monotonic() - started
-        done = step - started_step
-        rate = done * tokens_per_step / elapsed if elapsed > 0 else 0.0
-        lr = float(built.scheduler.get_last_lr()[0]) if built.scheduler else float("nan")
-        fields: dict[str, Any] = {
-            "step": step,
-            "totalSteps": total,
-            "loss": round(loss, 5),
-            "learningRate": lr,
-            "tokensPerSecond": round(rate, 1),
-            "etaSeconds": round((total - step) * elapsed / max(done, 1), 1),
-            "dataPosition": session.position,
-        }
-        if step % config.training.log_interval == 0 or step == total:
-            reporter.progress(**fields)
-            tracking.log(session.tracker, {"loss": loss, "lr": lr, "tokens_per_s": rate}, step)
-        interval = config.training.eval_interval
-        if (interval and step % interval == 0) or step == total:
-            micro = session.sampler.micro_batch_size
-            reporter.phase("validating")
-            val = _validate(built, session.validation, env, micro)
-            reporter.phase("training")
-            reporter.progress(force=True, validationLoss=round(val, 5), **fields)
-            tracking.log(session.tracker, {"validation_loss": val}, step)
-        if schedule is not None:
-            _checkpoint_when_due(session, schedule, loss, lr, elapsed / max(done, 1), started_step)
+        planning = schedule is not None and (
+            schedule.due(step, total) or schedule.needs_plan(step, started_step)
+        )
+        if loss_check_due(
+            step,
+            total=total,
+            log_interval=training.log_interval,
+            eval_interval=training.eval_interval,
+            checkpoint=planning,
+        ):
+            losses = means_over_ranks(pending, session.sampler.accumulation)
+            pending.clear()
+            if _check_divergence(session, losses):
+                continue  # rolled back: the loop goes on from the checkpoint's step
+            _act_on_checked_loss(session, schedule, losses[-1], started, started_step)
         fault = config.fault
         if session.fault_active and fault and fault.crash_after_step == step:
             raise RuntimeError(f"injected crash after step {step} (run config fault)")

@@ -1,0 +1,231 @@
+"""Benchmark: the trainer's tokens/s against a bare DeepSpeed script on the same run (issue 17,
+P2): the tiny model, 2 CPU processes under the deepspeed launcher, ZeRO 0-3.
+
+    flock /tmp/trainkube-bench.lock .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed \
+        [--pairs 3] [--label after] [--trainer-root DIR]
+
+Both sides get one run config (tests/trainer/runs.pretrain_config: 210 steps, a checkpoint and
+the validation only at the end, progress every 5 steps). The bare side
+(bare_deepspeed_worker.py) builds its engine with the trainer's own engine.build, so
+`deepspeed.initialize` gets the same model, DeepSpeed config and client optimizer; the
+benchmark checks that the two sides' dumped configs and optimizer hyper-parameters are the
+same, and that both reach the same loss at the last step (same data, same updates), and stops
+when they are not. Steps 11-210 are timed on rank 0 on both sides: the bare side times them
+itself; the trainer's time is read from its progress lines at steps 10 and 210
+(tokensPerSecond is tokens since its first step / seconds since then). Runs alternate bare,
+trainer, bare, trainer...; the ratio of each pair is trainer tokens/s / bare tokens/s, and the
+stage's ratio is the median of its pairs.
+
+`--trainer-root` runs another checkout's trainer package (for the numbers before a change):
+both sides then import trainkube_trainer from there. Results go into
+tests/benchmarks/results/trainer-vs-deepspeed.json under `--label`. Numbers, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.trainer.runs import EXTENSIONS, REPO, _free_port, pretrain_config, run
+from trainkube.runconfig import RunConfig
+
+RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.json"
+STEPS, FIRST = 210, 10  # steps FIRST + 1 .. STEPS are timed
+RANKS = 2
+
+
+def _config(root: Path, stage: int) -> RunConfig:
+    return pretrain_config(root, stage=stage, steps=STEPS, interval=STEPS)
+
+
+def _environment(trainer_root: Path | None) -> dict[str, str]:
+    """The trainer test runs' environment (tests/trainer/runs.run), with `trainer_root`'s
+    trainer package first on the path when given."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if trainer_root is not None:
+        env["PYTHONPATH"] = f"{trainer_root / 'trainer'}:{REPO}"
+    return env
+
+
+def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str, Any]:
+    """One bare run, launched as the trainer is (runs.run); rank 0's dump."""
+    root.mkdir(parents=True, exist_ok=True)
+    path, out = root / "bare.json", root / "bare-out.json"
+    path.write_text(config.dump())
+    command = [
+        str(Path(sys.executable).parent / "deepspeed"),
+        f"--num_gpus={RANKS}",
+        f"--master_port={_free_port()}",
+        "--module",
+        "tests.benchmarks.bare_deepspeed_worker",
+        "--config",
+        str(path),
+        "--out",
+        str(out),
+        "--from",
+        str(FIRST),
+    ]
+    done = subprocess.run(
+        command,
+        env=_environment(trainer_root),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0 or not out.exists():
+        raise SystemExit(f"the bare run failed:\n{(done.stdout + done.stderr)[-3000:]}")
+    dump: dict[str, Any] = json.loads(out.read_text())
+    return dump
+
+
+def _lines(log: str, event: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in log.splitlines()
+        if line.startswith("{") and f'"event": "{event}"' in line
+    ]
+
+
+def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
+    """One trainer run: seconds of steps FIRST + 1 .. STEPS from its progress lines, its last
+    loss, and its engine line (None where the trainer does not log one)."""
+    outcome = run(config, root)
+    if outcome.exit_code != 0:
+        raise SystemExit(f"the trainer run failed:\n{outcome.log[-3000:]}")
+    assert config.data is not None
+    assert config.plan is not None
+    tokens_per_step = config.plan.deepspeed["train_batch_size"] * config.data.sequence_length
+    rate = {
+        line["step"]: line["tokensPerSecond"]
+        for line in _lines(outcome.log, "progress")
+        if "tokensPerSecond" in line
+    }
+
+    def elapsed(step: int) -> float:
+        return float(step * tokens_per_step / rate[step])
+
+    engine = _lines(outcome.log, "engine")
+    return {
+        "seconds": elapsed(STEPS) - elapsed(FIRST),
+        "loss": outcome.result["loss"],
+        "engine": engine[0] if engine else None,
+    }
+
+
+def _same_setup(bare: dict[str, Any], trainer: dict[str, Any], stage: int) -> str:
+    """Stop unless both sides built the same engine and trained the same steps."""
+    engine = trainer["engine"]
+    if engine is not None:
+        for key in ("deepspeed", "optimizer"):
+            if engine[key] != bare[key]:
+                raise SystemExit(
+                    f"ZeRO {stage}: the two sides' {key} differ:\n"
+                    f"trainer {json.dumps(engine[key], sort_keys=True)}\n"
+                    f"bare    {json.dumps(bare[key], sort_keys=True)}"
+                )
+    if abs(trainer["loss"] - bare["loss"]) > 1e-4:
+        raise SystemExit(
+            f"ZeRO {stage}: the last loss differs: trainer {trainer['loss']}, bare {bare['loss']}"
+        )
+    return "identical" if engine is not None else "not logged by this trainer; last loss equal"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--trainer-root", type=Path, default=None)
+    parser.add_argument("--note", default=None, help="what this trainer is, for the results")
+    args = parser.parse_args()
+    if args.trainer_root is not None:
+        os.environ["PYTHONPATH"] = _environment(args.trainer_root)["PYTHONPATH"]
+    tokens = (STEPS - FIRST) * 16 * 64
+    stages = []
+    for stage in args.stages:
+        pairs, checked = [], ""
+        for pair in range(args.pairs):
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                config = _config(root, stage)
+                bare = _bare(config, root / "bare", args.trainer_root)
+                trainer = _trainer(config, root)
+                checked = _same_setup(bare, trainer, stage)
+            pairs.append(
+                {
+                    "bareTokensPerSecond": round(tokens / bare["seconds"], 1),
+                    "trainerTokensPerSecond": round(tokens / trainer["seconds"], 1),
+                    "ratio": round(bare["seconds"] / trainer["seconds"], 4),
+                    "lastLoss": trainer["loss"],
+                }
+            )
+            print(json.dumps({"zeroStage": stage, "pair": pair + 1, **pairs[-1]}), flush=True)
+        stages.append(
+            {
+                "zeroStage": stage,
+                "ratio": round(statistics.median(p["ratio"] for p in pairs), 4),
+                "engineCheck": checked,
+                "pairs": pairs,
+            }
+        )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=args.trainer_root or REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    import deepspeed  # noqa: PLC0415
+
+    report = {
+        "commit": commit,
+        **({"note": args.note} if args.note else {}),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "torch": torch.__version__,
+        "deepspeed": deepspeed.__version__,
+        "stages": stages,
+    }
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.setdefault(
+        "what",
+        f"tokens/s of the trainer / a bare DeepSpeed script, tiny llama, {RANKS} CPU processes "
+        f"(gloo, OMP_NUM_THREADS=1), global batch 16 = micro-batch 4 x {RANKS} ranks x 2 "
+        f"accumulation, sequences of 64 tokens, fp32, steps {FIRST + 1}-{STEPS} timed on rank 0; "
+        "ratio: median over alternated pairs (bare, trainer)",
+    )
+    results[args.label] = report
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{args.label} (commit {commit})")
+    print(f"{'stage':>5} {'ratio':>7}  pairs (bare / trainer tokens/s)")
+    for row in stages:
+        raw = ", ".join(
+            f"{p['bareTokensPerSecond']:.0f}/{p['trainerTokensPerSecond']:.0f}"
+            for p in row["pairs"]
+        )
+        print(f"{row['zeroStage']:>5} {row['ratio']:>7.3f}  {raw}")
+
+
+if __name__ == "__main__":
+    main()
