@@ -172,6 +172,22 @@ def test_cpu_jobs_use_one_process_per_node_and_request_no_gpu() -> None:
     assert "nvidia.com/gpu" not in limits
 
 
+def test_a_job_of_one_worker_rendezvouses_on_loopback_without_a_service() -> None:
+    body = json.loads(json.dumps(PRETRAIN))
+    body["spec"]["resources"]["nodes"] = 1
+    job = LLMTrainingJob.model_validate(body)
+    assert not children.needs_service(job.spec.resources)
+    assert children.needs_service(JOB.spec.resources)  # two workers find each other by DNS
+    config = children.run_config_map(body, attempt=1, spec=_spec(job), resources=job.spec.resources)
+    assert config["data"]["hostfile"].splitlines() == ["localhost slots=1"]
+    pod = children.worker_job(body, job, attempt=1, spec=_spec(job), image="img")
+    pod_spec = pod["spec"]["template"]["spec"]
+    assert "--master_addr=127.0.0.1" in pod_spec["containers"][0]["command"]
+    assert "subdomain" not in pod_spec
+    two = children.worker_job(PRETRAIN, JOB, attempt=1, spec=_spec(JOB), image="img")
+    assert two["spec"]["template"]["spec"]["subdomain"] == "tiny-pretrain-ltj-workers"
+
+
 @pytest.mark.parametrize(
     ("cpus", "threads"), [("500m", "1"), ("1", "1"), ("2500m", "2"), ("8", "8")]
 )

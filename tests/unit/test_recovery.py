@@ -50,7 +50,7 @@ def test_a_failed_worker_restarts_after_the_back_off() -> None:
     later = derive(decision.status, observed=replace(_failed(1), now=LATER), plan=PLAN)
     assert later.create_attempt == 2
     assert [a.number for a in later.status.attempts] == [1, 2]
-    assert later.events == [("Normal", "WorkersStarting", "attempt 2: creating workers")]
+    assert later.events == [("Normal", "WorkersStarting", "0/2 workers running (attempt 2)")]
 
 
 def test_the_restart_budget_ends_in_failed() -> None:

@@ -77,7 +77,16 @@ def service(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def needs_service(resources: Resources) -> bool:
+    """Whether the workers need the headless Service: only to find one another. A job of one
+    worker rendezvouses on its own loopback, so it costs the cluster no Service, Endpoints
+    and EndpointSlice (and the watches of kube-proxy and the DNS on them)."""
+    return resources.nodes > 1
+
+
 def _hosts(body: dict[str, Any], attempt: int, resources: Resources) -> list[str]:
+    if not needs_service(resources):
+        return ["localhost"]
     kind, job = _ids(body)
     pod_job = naming.attempt_job_name(kind, job, attempt)
     return [f"{pod_job}-{i}.{naming.service_name(kind, job)}" for i in range(resources.nodes)]
@@ -223,7 +232,7 @@ def _volumes(
 
 def worker_command(body: dict[str, Any], *, attempt: int, resources: Resources) -> list[str]:
     """The deepspeed launcher without ssh: this pod's node rank is its completion index."""
-    master = _hosts(body, attempt, resources)[0]
+    master = _hosts(body, attempt, resources)[0] if needs_service(resources) else "127.0.0.1"
     return [
         "deepspeed",
         f"--hostfile={layout.RUN_CONFIG_DIR}/hostfile",
@@ -296,12 +305,13 @@ def worker_job(
         container["imagePullPolicy"] = template.image_pull_policy
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "subdomain": naming.service_name(kind, name),
         "serviceAccountName": template.service_account_name or naming.account_name(kind, name),
         "containers": [container],
         "volumes": volumes,
         "securityContext": copy.deepcopy(POD_SECURITY),
     }
+    if needs_service(resources):
+        pod_spec["subdomain"] = naming.service_name(kind, name)
     if template.node_selector:
         pod_spec["nodeSelector"] = dict(template.node_selector)
     if template.tolerations:

@@ -25,7 +25,7 @@ from trainkube.api import GROUP, VERSION
 from trainkube.api.evaljob import EvalJob
 from trainkube.api.status import ConditionType, JobStatus, Phase, Reason
 from trainkube.controller import children, interval, naming, outputs, runspec, workers
-from trainkube.controller.cache import Cache, attempt_of
+from trainkube.controller.cache import Cache
 from trainkube.controller.clients import FIELD_MANAGER, Clients
 from trainkube.controller.conditions import Conditions, is_finished
 from trainkube.controller.events import post_event
@@ -33,6 +33,7 @@ from trainkube.controller.hooks import CrashPoints
 from trainkube.controller.observe import MODELS, Seen, observe, parse, with_escalation
 from trainkube.controller.report import eval_results
 from trainkube.controller.status import Decision, derive, finished_at
+from trainkube.controller.statuswrite import worth_writing
 from trainkube.planner.plan import plan
 from trainkube.runconfig import Fault
 
@@ -180,7 +181,7 @@ def _create_attempt(ctx: Context, seen: Seen, decision: Decision, number: int) -
     body, job = seen.body, seen.job
     spec = _attempt_spec(seen, decision, number, faults=ctx.crash.enabled)
     manifests = [
-        children.service(body),
+        *([children.service(body)] if children.needs_service(job.spec.resources) else []),
         children.report_config_map(body),
         *children.worker_rbac(body, job.spec.template),
         children.run_config_map(body, attempt=number, spec=spec, resources=job.spec.resources),
@@ -198,20 +199,22 @@ def _create_attempt(ctx: Context, seen: Seen, decision: Decision, number: int) -
     ctx.cache.put_batch_job(created)
 
 
-def _others_alive(ctx: Context, body: dict[str, Any], number: int) -> bool:
-    """Whether a pod of another attempt than `number` may still run."""
+def _pods_alive(ctx: Context, body: dict[str, Any]) -> bool:
+    """Whether a pod of the job may still run. Called before an attempt is created, whose Job
+    the cache does not hold: every such pod is another attempt's, or that of an earlier Job of
+    this attempt deleted before its uid was written (statuswrite)."""
     meta = body["metadata"]
     pods = ctx.cache.pods(meta["namespace"], body["kind"], meta["name"])
-    return any(workers.alive(p) for p in pods if attempt_of(p) != number)
+    return any(workers.alive(p) for p in pods)
 
 
 def act(ctx: Context, seen: Seen, decision: Decision) -> Result:
     """Carry out a decision: status first, then deletions, then the new attempt."""
     body = seen.body
-    changed = decision.status.to_wire() != seen.current.to_wire()
+    changed = worth_writing(seen.current, decision.status)
     create = decision.create_attempt
     # An attempt waits while a pod of another may still run (looked at again shortly).
-    deferred = create is not None and _others_alive(ctx, body, create)
+    deferred = create is not None and _pods_alive(ctx, body)
     acting = bool(decision.delete_attempts) or (create is not None and not deferred)
     if changed:
         _record_output(ctx, seen.body, seen.job, decision.status)

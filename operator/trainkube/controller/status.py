@@ -170,7 +170,8 @@ class _Step:
             ConditionType.RUNNING,
             False,
             Reason.WORKERS_STARTING,
-            f"attempt {number}: creating workers",
+            # What `_follow_attempt` says until a worker runs: no write of its own for that.
+            f"0/{self.observed.nodes} workers running (attempt {number})",
         )
         return number
 
