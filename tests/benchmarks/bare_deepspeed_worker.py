@@ -6,8 +6,9 @@ It passes `deepspeed.initialize` what the trainer passes (engine.build: the same
 config and client optimizer, after the same seeding), trains on the same sequences (the
 trainer's sampler, read into tensors before the first step) with the same micro-batches and
 accumulation, and does nothing per step but forward, backward and step. Rank 0 writes the
-DeepSpeed config and optimizer it built with, the seconds of steps `--from`+1 to `--steps`, and
-the loss of the last step (mean over micro-batches and ranks, after the timing) to `--out`.
+DeepSpeed config and optimizer it built with, the seconds of steps `--from`+1 to `--steps` (and
+when each of steps `--from` to `--steps` ended, from the end of `--from`), and the loss of the
+last step (mean over micro-batches and ranks, after the timing) to `--out`.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def main() -> None:
         for step in range(steps)
     ]
 
-    began, losses = 0.0, []
+    ends, losses = [], []  # ends: when steps args.first .. steps ended
     for step, micro_batches in enumerate(batches, start=1):
         for ids, labels in micro_batches:
             loss = engine(input_ids=ids, labels=labels).loss
@@ -86,9 +87,8 @@ def main() -> None:
             engine.step()
             if step == steps:
                 losses.append(float(loss))
-        if step == args.first:
-            began = time.monotonic()
-    ended = time.monotonic()
+        if step >= args.first:
+            ends.append(time.monotonic())
     last = distributed.mean_over_ranks(sum(losses), len(losses), torch.device("cpu"))
     if env.is_main:
         args.out.write_text(
@@ -96,8 +96,9 @@ def main() -> None:
                 {
                     "deepspeed": built.ds_config,
                     "optimizer": optimizer,
-                    "seconds": ended - began,
+                    "seconds": ends[-1] - ends[0],
                     "steps": steps - args.first,
+                    "ends": [end - ends[0] for end in ends],
                     "loss": last,
                 },
                 default=str,

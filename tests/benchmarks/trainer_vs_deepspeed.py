@@ -14,7 +14,12 @@ when they are not. Steps 11-210 are timed on rank 0 on both sides: the bare side
 itself; the trainer's time is read from its progress lines at steps 10 and 210
 (tokensPerSecond is tokens since its first step / seconds since then). Runs alternate bare,
 trainer, bare, trainer...; the ratio of each pair is trainer tokens/s / bare tokens/s, and the
-stage's ratio is the median of its pairs.
+stage's ratio is the median of its pairs. On a machine that runs other work too, a burst of it
+during one run moves that run's total; two more ratios are less moved by it, from each run's 40
+five-step chunks (progress lines every 5 steps on the trainer's side, the same steps' ends on
+the bare side; every chunk of the trainer holds one loss check and one report):
+`ratioMedianChunks` compares the runs' median chunk times, `ratioFastestChunks` their fastest
+(the chunk least disturbed by other work), in the same pairs.
 
 `--trainer-root` runs another checkout's trainer package (for the numbers before a change):
 both sides then import trainkube_trainer from there. Results go into
@@ -24,6 +29,7 @@ tests/benchmarks/results/trainer-vs-deepspeed.json under `--label`. Numbers, not
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -42,6 +48,7 @@ from trainkube.runconfig import RunConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.json"
 STEPS, FIRST = 210, 10  # steps FIRST + 1 .. STEPS are timed
+CHUNK = 5  # steps per chunk: the trainer's progress lines come every 5 steps (pretrain_config)
 RANKS = 2
 
 
@@ -127,9 +134,15 @@ def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
     engine = _lines(outcome.log, "engine")
     return {
         "seconds": elapsed(STEPS) - elapsed(FIRST),
+        "ends": [elapsed(step) - elapsed(FIRST) for step in range(FIRST, STEPS + 1, CHUNK)],
         "loss": outcome.result["loss"],
         "engine": engine[0] if engine else None,
     }
+
+
+def _chunks(ends: list[float]) -> list[float]:
+    """The times of the chunks between consecutive `ends`."""
+    return [later - earlier for earlier, later in itertools.pairwise(ends)]
 
 
 def _same_setup(bare: dict[str, Any], trainer: dict[str, Any], stage: int) -> str:
@@ -171,11 +184,16 @@ def main() -> None:
                 bare = _bare(config, root / "bare", args.trainer_root)
                 trainer = _trainer(config, root)
                 checked = _same_setup(bare, trainer, stage)
+            bare_chunks, trainer_chunks = _chunks(bare["ends"][::CHUNK]), _chunks(trainer["ends"])
             pairs.append(
                 {
                     "bareTokensPerSecond": round(tokens / bare["seconds"], 1),
                     "trainerTokensPerSecond": round(tokens / trainer["seconds"], 1),
                     "ratio": round(bare["seconds"] / trainer["seconds"], 4),
+                    "ratioMedianChunks": round(
+                        statistics.median(bare_chunks) / statistics.median(trainer_chunks), 4
+                    ),
+                    "ratioFastestChunks": round(min(bare_chunks) / min(trainer_chunks), 4),
                     "lastLoss": trainer["loss"],
                 }
             )
@@ -184,6 +202,12 @@ def main() -> None:
             {
                 "zeroStage": stage,
                 "ratio": round(statistics.median(p["ratio"] for p in pairs), 4),
+                "ratioMedianChunks": round(
+                    statistics.median(p["ratioMedianChunks"] for p in pairs), 4
+                ),
+                "ratioFastestChunks": round(
+                    statistics.median(p["ratioFastestChunks"] for p in pairs), 4
+                ),
                 "engineCheck": checked,
                 "pairs": pairs,
             }
@@ -212,19 +236,22 @@ def main() -> None:
         f"tokens/s of the trainer / a bare DeepSpeed script, tiny llama, {RANKS} CPU processes "
         f"(gloo, OMP_NUM_THREADS=1), global batch 16 = micro-batch 4 x {RANKS} ranks x 2 "
         f"accumulation, sequences of 64 tokens, fp32, steps {FIRST + 1}-{STEPS} timed on rank 0; "
-        "ratio: median over alternated pairs (bare, trainer)",
+        "ratio: median over alternated pairs (bare, trainer); ratioMedianChunks and "
+        f"ratioFastestChunks: the same with each run's median and fastest {CHUNK}-step time "
+        "instead of its total",
     )
     results[args.label] = report
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{args.label} (commit {commit})")
-    print(f"{'stage':>5} {'ratio':>7}  pairs (bare / trainer tokens/s)")
+    print(f"{'stage':>5} {'ratio':>7} {'median':>7} {'fastest':>7}  pairs (bare / trainer tok/s)")
     for row in stages:
         raw = ", ".join(
             f"{p['bareTokensPerSecond']:.0f}/{p['trainerTokensPerSecond']:.0f}"
             for p in row["pairs"]
         )
-        print(f"{row['zeroStage']:>5} {row['ratio']:>7.3f}  {raw}")
+        ratios = (row["ratio"], row["ratioMedianChunks"], row["ratioFastestChunks"])
+        print(f"{row['zeroStage']:>5} " + " ".join(f"{r:>7.3f}" for r in ratios) + f"  {raw}")
 
 
 if __name__ == "__main__":
