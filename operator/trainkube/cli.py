@@ -10,6 +10,10 @@ from typing import Any
 
 from trainkube import __version__
 
+# The operator's apiserver requests a second once its burst is spent (see clients.TokenBucket).
+API_QPS = 100.0
+API_BURST = 200
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -48,10 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     operator.add_argument(
         "--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: none)"
     )
+    operator.add_argument(
+        "--api-qps",
+        type=float,
+        default=API_QPS,
+        help=f"apiserver requests a second, after the burst (0: no limit; default {API_QPS:g})",
+    )
+    operator.add_argument("--api-burst", type=int, default=API_BURST, help=f"default {API_BURST}")
     args = parser.parse_args(argv)
 
     if args.command == "operator":
-        return _operator(args.namespace, args.liveness, args.metrics_port)
+        return _operator(args)
     if args.command == "plan":
         return _plan(args.filename, deepspeed=args.deepspeed)
     if args.command == "crds":
@@ -124,17 +135,20 @@ def _crds(directory: Path, *, check: bool) -> int:
     return 0
 
 
-def _operator(namespaces: list[str], liveness: str, metrics_port: int) -> int:
+def _operator(args: argparse.Namespace) -> int:
     import kopf  # noqa: PLC0415 - the operator extra
 
     from trainkube.controller import handlers  # noqa: PLC0415 - registers the handlers
 
-    lost = handlers.configure_scope(namespaces, metrics_port=metrics_port)
+    namespaces: list[str] = args.namespace
+    lost = handlers.configure_scope(
+        namespaces, metrics_port=args.metrics_port, api_qps=args.api_qps, api_burst=args.api_burst
+    )
     kopf.run(
         standalone=True,
         namespaces=namespaces,
         clusterwide=not namespaces,
-        liveness_endpoint=liveness,
+        liveness_endpoint=args.liveness,
         stop_flag=lost,
     )
     if lost.is_set():

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import wait_for
 from tests.localcluster.cluster import LocalCluster
 from tests.localcluster.demo import load_images
 from trainkube.api import KINDS
@@ -57,6 +58,17 @@ def apply_manifests(cluster: LocalCluster, namespace: str, *manifests: dict[str,
         else {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
     )
     return cluster.kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(body))
+
+
+def described(cluster: LocalCluster, kind: str, name: str, namespace: str, *shown: str) -> str:
+    """`kubectl describe` of a job once it shows every text in `shown`: the operator posts its
+    Events from a thread of their own, a moment after the status they go with."""
+
+    def showing() -> str | None:
+        text = cluster.kubectl("describe", kind, name, "-n", namespace)
+        return text if all(s in text for s in shown) else None
+
+    return str(wait_for(showing, timeout_s=30, interval_s=0.5))
 
 
 def _free_port() -> int:

@@ -284,17 +284,21 @@ def test_a_template_that_breaks_restricted_is_told_why_no_worker_exists(
         jobs_namespace, label_selector="batch.kubernetes.io/job-name=rdma-ltj-a1"
     )
     assert pods.items == []
-    events = crds.kubectl(
-        "get",
-        "events",
-        "-n",
-        jobs_namespace,
-        "--field-selector",
-        "involvedObject.name=rdma,reason=PodsRejected",
-        "-o",
-        "json",
-    )
-    assert json.loads(events)["items"], "no Warning Event on the job"
+
+    def warned() -> list[Any]:  # Events follow the status from the operator's Event thread
+        events = crds.kubectl(
+            "get",
+            "events",
+            "-n",
+            jobs_namespace,
+            "--field-selector",
+            "involvedObject.name=rdma,reason=PodsRejected",
+            "-o",
+            "json",
+        )
+        return list(json.loads(events)["items"])
+
+    assert wait_for(warned, timeout_s=30), "no Warning Event on the job"
 
 
 def test_helm_uninstall_keeps_the_crds_the_jobs_and_their_outputs(

@@ -107,11 +107,18 @@ def test_an_image_the_node_cannot_get_is_named_with_the_kubelets_reason_within_s
     assert "'ghcr.io/trainkube/no-such-trainer:0.0.0'" in running["message"]
     assert "ErrImageNeverPull" in running["message"]
     assert _status(api_client, namespace, "noimage")["phase"] == "Planned"
-    events = client.CoreV1Api(api_client).list_namespaced_event(
-        namespace, field_selector="involvedObject.name=noimage,reason=ImageUnavailable"
+    # Events are posted from the operator's Event thread, a moment after the status.
+    items = wait_for(
+        lambda: (
+            client.CoreV1Api(api_client)
+            .list_namespaced_event(
+                namespace, field_selector="involvedObject.name=noimage,reason=ImageUnavailable"
+            )
+            .items
+        ),
+        timeout_s=30,
     )
-    assert events.items
-    assert events.items[0].type == "Warning"
+    assert items[0].type == "Warning"
 
 
 def test_the_trainer_image_runs_as_a_non_root_user(

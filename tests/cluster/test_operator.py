@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.conftest import OperatorProcess
+from tests.cluster.conftest import OperatorProcess, described
 from tests.cluster.conftest import apply_manifests as _apply
 from tests.conftest import wait_for
 from tests.localcluster import nodes
@@ -158,9 +158,8 @@ def test_status_follows_the_workers_from_running_to_succeeded(
     assert status["phase"] == "Succeeded"
     assert status["completionTime"]
     assert status["attempts"][0]["reason"] == "Completed"
-    described = crds.kubectl("describe", "llmtrainingjob", "ok", "-n", namespace)
-    for reason in ("PlanFits", "WorkersRunning", "Completed"):
-        assert reason in described
+    shown = described(crds, "llmtrainingjob", "ok", namespace, "PlanFits", "WorkersRunning")
+    assert "Completed" in shown
 
 
 @pytest.mark.usefixtures("operator")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.cluster.conftest import described
 from tests.cluster.test_operator import (
     _apply,
     _condition,
@@ -61,8 +62,7 @@ def test_an_oom_killed_worker_gets_a_next_attempt_with_an_escalated_plan(
     assert run.plan.deepspeed["train_micro_batch_size_per_gpu"] == before["microBatchSize"] // 2
     assert run.plan.deepspeed["train_batch_size"] == 64  # the global batch never changes
     _wait_condition(api_client, namespace, "oomy", "Running")
-    described = crds.kubectl("describe", "llmtrainingjob", "oomy", "-n", namespace)
-    assert "PlanEscalated" in described
+    assert "PlanEscalated" in described(crds, "llmtrainingjob", "oomy", namespace, "PlanEscalated")
 
 
 @pytest.mark.usefixtures("operator")
@@ -155,8 +155,8 @@ def test_a_loss_spike_rolls_back_in_place_and_the_job_completes_with_the_same_po
     rolling = _condition(_job(api_client, namespace, "spiky"), "RollingBack")
     assert rolling is not None
     assert (rolling["status"], rolling["reason"]) == ("False", "RolledBackInProcess")
-    described = crds.kubectl("describe", "llmtrainingjob", "spiky", "-n", namespace)
-    assert "RolledBackInProcess" in described
+    shown = described(crds, "llmtrainingjob", "spiky", namespace, "RolledBackInProcess")
+    assert "RolledBackInProcess" in shown
 
 
 @pytest.mark.usefixtures("operator")

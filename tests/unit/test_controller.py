@@ -172,7 +172,7 @@ def test_cpu_jobs_use_one_process_per_node_and_request_no_gpu() -> None:
     assert "nvidia.com/gpu" not in limits
 
 
-def test_a_job_of_one_worker_rendezvouses_on_loopback_without_a_service() -> None:
+def test_a_job_of_one_worker_rendezvouses_on_loopback_without_a_service_or_spread() -> None:
     body = json.loads(json.dumps(PRETRAIN))
     body["spec"]["resources"]["nodes"] = 1
     job = LLMTrainingJob.model_validate(body)
@@ -184,6 +184,7 @@ def test_a_job_of_one_worker_rendezvouses_on_loopback_without_a_service() -> Non
     pod_spec = pod["spec"]["template"]["spec"]
     assert "--master_addr=127.0.0.1" in pod_spec["containers"][0]["command"]
     assert "subdomain" not in pod_spec
+    assert "affinity" not in pod_spec  # no other worker to keep apart from
     two = children.worker_job(PRETRAIN, JOB, attempt=1, spec=_spec(JOB), image="img")
     assert two["spec"]["template"]["spec"]["subdomain"] == "tiny-pretrain-ltj-workers"
 
@@ -248,7 +249,7 @@ def test_a_new_job_is_planned_and_gets_its_first_attempt() -> None:
     assert status.plan.zero_stage == 2
     assert [c.type for c in status.conditions] == ["Planned", "Running"]
     assert status.attempts[0].number == 1
-    assert [e[1] for e in decision.events] == ["PlanFits", "WorkersStarting"]
+    assert [e[1] for e in decision.events] == ["PlanFits"]  # the first start has no Event
 
 
 def test_all_workers_running_makes_the_job_running_once() -> None:

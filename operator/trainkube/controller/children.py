@@ -318,7 +318,8 @@ def worker_job(
         pod_spec["tolerations"] = [t.to_wire() for t in template.tolerations]
     # One worker per node where the cluster can: a worker is a node's worth of the job
     # (gpusPerNode). Preferred, not required, so workers that fit one node still run there.
-    pod_spec["affinity"] = template.affinity or _spread(pod_labels)
+    if template.affinity or resources.nodes > 1:
+        pod_spec["affinity"] = template.affinity or _spread(pod_labels)
     if template.priority_class_name:
         pod_spec["priorityClassName"] = template.priority_class_name
     meta = _meta(body, naming.attempt_job_name(kind, name, attempt), WORKER)

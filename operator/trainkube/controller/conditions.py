@@ -63,14 +63,22 @@ class Conditions:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
     def mark(
-        self, kind: ConditionType, value: bool, reason: Reason, message: str, warn: bool = False
+        self,
+        kind: ConditionType,
+        value: bool,
+        reason: Reason,
+        message: str,
+        warn: bool = False,
+        event: bool = True,
     ) -> None:
+        """Set a condition; its change makes an Event unless `event` is False."""
         self.items, changed = set_condition(
             self.items, kind, value, reason, message, now=self.now, generation=self.generation
         )
-        event = ("Warning" if warn else "Normal", reason.value, message)
-        if changed and (value or kind is ConditionType.RUNNING) and event not in self.events:
-            self.events.append(event)
+        posted = ("Warning" if warn else "Normal", reason.value, message)
+        wanted = event and (value or kind is ConditionType.RUNNING)
+        if changed and wanted and posted not in self.events:
+            self.events.append(posted)
 
     def true(self, kind: ConditionType) -> bool:
         return is_set(self.items, kind)

@@ -19,19 +19,34 @@ import kopf
 from kubernetes import config
 
 from trainkube.controller import metrics
-from trainkube.controller.clients import Clients, TimedApiClient
+from trainkube.controller.clients import Clients, TimedApiClient, TokenBucket
 from trainkube.controller.leader import LeaderElector
 from trainkube.controller.manager import Controller
 
 log = logging.getLogger("trainkube")
-_scope: dict[str, Any] = {"namespaces": [], "metrics_port": 0, "lost": threading.Event()}
+_scope: dict[str, Any] = {
+    "namespaces": [],
+    "metrics_port": 0,
+    "api_qps": 0.0,
+    "api_burst": 1,
+    "lost": threading.Event(),
+}
 
 
-def configure_scope(namespaces: list[str], *, metrics_port: int = 0) -> threading.Event:
-    """Watch only these namespaces (all when empty) and serve Prometheus metrics on
-    `metrics_port` (0: none). The returned flag is set when leadership is lost: kopf stops."""
+def configure_scope(
+    namespaces: list[str],
+    *,
+    metrics_port: int = 0,
+    api_qps: float = 0.0,
+    api_burst: int = 1,
+) -> threading.Event:
+    """Watch only these namespaces (all when empty), serve Prometheus metrics on
+    `metrics_port` (0: none), send the apiserver at most `api_qps` requests a second after a
+    burst of `api_burst` (0: no limit; the Lease is renewed outside the limit). The returned
+    flag is set when leadership is lost: kopf stops."""
     _scope["namespaces"] = list(namespaces)
     _scope["metrics_port"] = metrics_port
+    _scope["api_qps"], _scope["api_burst"] = api_qps, api_burst
     lost: threading.Event = _scope["lost"]
     return lost
 
@@ -44,9 +59,11 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    clients = Clients.create(TimedApiClient())
+    qps, burst = _scope["api_qps"], _scope["api_burst"]
+    clients = Clients.create(TimedApiClient(TokenBucket(qps, burst) if qps > 0 else None))
     namespace = os.environ.get("POD_NAMESPACE") or (_scope["namespaces"] or ["default"])[0]
-    elector = LeaderElector(clients.api, namespace=namespace)
+    # Its own client: a renewal never waits behind the controller's requests.
+    elector = LeaderElector(TimedApiClient(), namespace=namespace)
     controller = Controller(
         clients, namespaces=_scope["namespaces"], is_leader=lambda: elector.is_leader
     )

@@ -17,6 +17,7 @@ from typing import Any
 from trainkube.controller import metrics, naming
 from trainkube.controller.cache import Cache
 from trainkube.controller.clients import Clients
+from trainkube.controller.events import Recorder
 from trainkube.controller.hooks import CrashPoints
 from trainkube.controller.informer import Object
 from trainkube.controller.reconcile import Context, NotLeader, reconcile
@@ -66,7 +67,7 @@ class Controller:
             on_child=self._on_child,
             on_own_write=self._wrote,
         )
-        self.ctx = Context(clients, self.cache, is_leader, CrashPoints())
+        self.ctx = Context(clients, self.cache, is_leader, CrashPoints(), Recorder(clients))
         self._lock = threading.Lock()
         self._dependents: dict[JobKey, set[JobKey]] = {}  # job -> jobs that build on it
         self._names: dict[tuple[str, str, str], str] = {}  # (ns, kind, job label) -> name
@@ -165,9 +166,13 @@ class Controller:
             for i in range(self.workers)
         ]
         threads.append(threading.Thread(target=self._resync, name="trainkube-resync", daemon=True))
+        if self.ctx.events is not None:
+            self.ctx.events.start()
         for thread in threads:
             thread.start()
 
     def shutdown(self) -> None:
         self.stop.set()
         self.queue.shutdown()
+        if self.ctx.events is not None:
+            self.ctx.events.stop()

@@ -28,7 +28,7 @@ from trainkube.controller import children, interval, naming, outputs, runspec, w
 from trainkube.controller.cache import Cache
 from trainkube.controller.clients import FIELD_MANAGER, Clients
 from trainkube.controller.conditions import Conditions, is_finished
-from trainkube.controller.events import post_event
+from trainkube.controller.events import Recorder, post_event
 from trainkube.controller.hooks import CrashPoints
 from trainkube.controller.observe import MODELS, Seen, observe, parse, with_escalation
 from trainkube.controller.report import eval_results
@@ -62,6 +62,7 @@ class Context:
     cache: Cache
     is_leader: Callable[[], bool] = lambda: True
     crash: CrashPoints = field(default_factory=CrashPoints)
+    events: Recorder | None = None  # None: Events are posted at once, by the reconcile
 
     def guard(self) -> None:
         if not self.is_leader():
@@ -244,6 +245,9 @@ def act(ctx: Context, seen: Seen, decision: Decision) -> Result:
 
 
 def _post(ctx: Context, body: dict[str, Any], events: list[tuple[str, str, str]]) -> None:
+    if ctx.events is not None:
+        ctx.events.record(body, events)
+        return
     for kind, reason, message in events:
         post_event(ctx.clients, body, kind=kind, reason=reason, message=message)
 

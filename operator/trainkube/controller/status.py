@@ -172,6 +172,8 @@ class _Step:
             Reason.WORKERS_STARTING,
             # What `_follow_attempt` says until a worker runs: no write of its own for that.
             f"0/{self.observed.nodes} workers running (attempt {number})",
+            # The first attempt's start is the PlanFits event's moment: no Event of its own.
+            event=number > 1,
         )
         return number
 
