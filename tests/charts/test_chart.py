@@ -136,7 +136,7 @@ def test_deployment_runs_two_replicas_that_elect_on_a_lease_in_their_own_namespa
         "operator",
         "--liveness=http://0.0.0.0:8080/healthz",
         "--metrics-port=9090",
-        "--api-qps=100",
+        "--api-qps=0",
         "--api-burst=200",
     ]
     env = {e["name"]: e for e in container["env"]}

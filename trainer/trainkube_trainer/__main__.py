@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             exit_code=ExitCode.DIVERGED,
             divergence={"step": diverged.step, "loss": diverged.loss, "rule": diverged.rule},
         )
+        distributed.finish()
         return ExitCode.DIVERGED
     except Exception as error:
         if _is_configuration_error(error):
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     outcome = {ExitCode.SUCCESS: "succeeded", ExitCode.GATES_FAILED: "gatesFailed"}[code]
     reporter.result(outcome=outcome, exit_code=code)
+    distributed.finish()
     return code
 
 

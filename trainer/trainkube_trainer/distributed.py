@@ -105,6 +105,15 @@ def release_shm_segment(rank: int) -> None:
     shm_segment(rank, os.environ).unlink(missing_ok=True)
 
 
+def finish() -> None:
+    """Leave the process group after an outcome every rank reached together (done, diverged):
+    the ranks then exit with their exit code, not with an abort from a collective backend's
+    threads torn down while the interpreter exits ("terminate called without an active
+    exception", exit 250), which the operator would take for a crash."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def broadcast(value: Any) -> Any:
     """Rank 0's `value` on every rank."""
     box = [value]
