@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from tests.trainer.runs import EXTENSIONS, REPO, _free_port, pretrain_config, run
+from tests.trainer.runs import REPO, _free_port, environment, pretrain_config, run
 from trainkube.runconfig import RunConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.json"
@@ -59,14 +59,7 @@ def _config(root: Path, stage: int) -> RunConfig:
 def _environment(trainer_root: Path | None) -> dict[str, str]:
     """The trainer test runs' environment (tests/trainer/runs.run), with `trainer_root`'s
     trainer package first on the path when given."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = environment()
     if trainer_root is not None:
         env["PYTHONPATH"] = f"{trainer_root / 'trainer'}:{REPO}"
     return env

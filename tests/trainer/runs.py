@@ -133,6 +133,18 @@ def spawn_ranks(
     return processes
 
 
+def environment() -> dict[str, str]:
+    """The environment `run` gives the trainer: one thread per rank, no hub, wandb offline."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
 def run(config: RunConfig, root: Path, *, ranks: int = 2, name: str = "run.json") -> Outcome:
     """Run the trainer as `ranks` real processes; wait for them to end."""
     root.mkdir(parents=True, exist_ok=True)
@@ -141,14 +153,7 @@ def run(config: RunConfig, root: Path, *, ranks: int = 2, name: str = "run.json"
     report = Path(config.reporting.directory)
     for stale in ("result.json", "progress.json"):
         (report / stale).unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
-        "HF_HUB_OFFLINE": "1",
-        "WANDB_MODE": "offline",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = environment()
     # The deepspeed launcher (as the worker pods use it) passes a worker's exit code on.
     command = [
         str(Path(sys.executable).parent / "deepspeed"),
