@@ -155,11 +155,19 @@ def test_watch_delivers_added_modified_and_deleted_events(api_client: Any, names
     core = client.CoreV1Api(api_client)
     seen: list[tuple[str, str]] = []
     ready = threading.Event()
+    # From this version on: the watch then sees every change below, however late its request
+    # reaches the apiserver (without it, changes made before would come as one ADDED).
+    version = core.list_namespaced_config_map(namespace).metadata.resource_version
 
     def collect() -> None:
         stream = watch.Watch()
         ready.set()
-        for event in stream.stream(core.list_namespaced_config_map, namespace, timeout_seconds=20):
+        for event in stream.stream(
+            core.list_namespaced_config_map,
+            namespace,
+            resource_version=version,
+            timeout_seconds=20,
+        ):
             name = event["object"].metadata.name
             if name == "watched":
                 seen.append((event["type"], event["object"].data.get("step", "")))
