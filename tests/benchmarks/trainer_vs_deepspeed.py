@@ -5,7 +5,7 @@ P2): the tiny model, 2 CPU processes under the deepspeed launcher, ZeRO 0-3.
         [--pairs 3] [--label after] [--trainer-root DIR]
 
 Both sides get one run config (tests/trainer/runs.pretrain_config: 210 steps, a checkpoint and
-the validation only at the end, progress every 5 steps). The bare side
+the validation only at the end; progress every 10 steps, a job's default logInterval). The bare side
 (bare_deepspeed_worker.py) builds its engine with the trainer's own engine.build, so
 `deepspeed.initialize` gets the same model, DeepSpeed config and client optimizer; the
 benchmark checks that the two sides' dumped configs and optimizer hyper-parameters are the
@@ -15,9 +15,9 @@ itself; the trainer's time is read from its progress lines at steps 10 and 210
 (tokensPerSecond is tokens since its first step / seconds since then). Runs alternate bare,
 trainer, bare, trainer...; the ratio of each pair is trainer tokens/s / bare tokens/s, and the
 stage's ratio is the median of its pairs. On a machine that runs other work too, a burst of it
-during one run moves that run's total; two more ratios are less moved by it, from each run's 40
-five-step chunks (progress lines every 5 steps on the trainer's side, the same steps' ends on
-the bare side; every chunk of the trainer holds one loss check and one report):
+during one run moves that run's total; two more ratios are less moved by it, from each run's 20
+ten-step chunks (the trainer's progress lines, the same steps' ends on the bare side; every
+chunk of the trainer holds one loss check and one report):
 `ratioMedianChunks` compares the runs' median chunk times, `ratioFastestChunks` their fastest
 (the chunk least disturbed by other work), in the same pairs.
 
@@ -48,12 +48,16 @@ from trainkube.runconfig import RunConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.json"
 STEPS, FIRST = 210, 10  # steps FIRST + 1 .. STEPS are timed
-CHUNK = 5  # steps per chunk: the trainer's progress lines come every 5 steps (pretrain_config)
+LOG_INTERVAL = 10  # a job's default spec.training.logInterval
+CHUNK = LOG_INTERVAL  # steps per chunk: the trainer's progress lines come this often
 RANKS = 2
 
 
 def _config(root: Path, stage: int) -> RunConfig:
-    return pretrain_config(root, stage=stage, steps=STEPS, interval=STEPS)
+    config = pretrain_config(root, stage=stage, steps=STEPS, interval=STEPS)
+    assert config.training is not None
+    training = config.training.model_copy(update={"log_interval": LOG_INTERVAL})
+    return config.model_copy(update={"training": training})
 
 
 def _environment(trainer_root: Path | None) -> dict[str, str]:
