@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -20,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from trainkube import timestamps
 from trainkube.controller import naming
+from trainkube.controller.clients import TokenBucket
 
 log = logging.getLogger("trainkube")
 
@@ -65,7 +65,7 @@ class Recorder:
     """Posts Events from one thread, in order, rate-limited (see the module docstring)."""
 
     def __init__(self, clients: Any, *, rate: float = RATE, burst: int = BURST) -> None:
-        self.clients, self.rate, self.burst = clients, rate, burst
+        self.clients, self._bucket = clients, TokenBucket(rate, burst)
         self._waiting: deque[Posted] = deque()
         self._ready = threading.Condition()
         self._dropped = 0
@@ -105,15 +105,9 @@ class Recorder:
             return self._waiting.popleft() if self._waiting else None
 
     def _run(self) -> None:
-        tokens, last = float(self.burst), time.monotonic()
         while (item := self._next()) is not None:
-            now = time.monotonic()
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-            last = now
-            if tokens < 1 and not self._stopping:
-                time.sleep((1 - tokens) / self.rate)
-                tokens, last = 1.0, time.monotonic()
-            tokens -= 1
+            if not self._stopping:  # the flush at the end is not held back
+                self._bucket.take()
             body, kind, reason, message = item
             try:
                 post_event(self.clients, body, kind=kind, reason=reason, message=message)
