@@ -4,7 +4,7 @@ is, with the same run config.
 
 It passes `deepspeed.initialize` what the trainer passes (engine.build: the same model, DeepSpeed
 config and client optimizer, after the same seeding), trains on the same sequences (the
-trainer's sampler, read into tensors before the first step) with the same micro-batches and
+trainer's feed, read into tensors before the first step) with the same micro-batches and
 accumulation, and does nothing per step but forward, backward and step. Rank 0 writes the
 DeepSpeed config and optimizer it built with, the seconds of steps `--from`+1 to `--steps` (and
 when each of steps `--from` to `--steps` ended, from the end of `--from`), and the loss of the
@@ -23,6 +23,7 @@ import torch
 
 from trainkube.runconfig import RunConfig
 from trainkube_trainer import distributed
+from trainkube_trainer.data.feed import Feed
 from trainkube_trainer.data.sampler import BatchSampler
 from trainkube_trainer.datasets_split import train_and_validation
 from trainkube_trainer.engine import build
@@ -74,10 +75,8 @@ def main() -> None:
     built = build(config, env, total_steps=steps, universal=False)
     engine = built.engine
     optimizer = optimizer_hyperparameters(engine.client_optimizer)  # before the first step
-    batches = [
-        [train.batch(indexes.tolist()) for indexes in sampler.micro_batches(step, env.rank)]
-        for step in range(steps)
-    ]
+    feed = Feed(sampler, train, env.rank)
+    batches = [list(feed.micro_batches(step)) for step in range(steps)]
 
     ends, losses = [], []  # ends: when steps args.first .. steps ended
     for step, micro_batches in enumerate(batches, start=1):

@@ -75,6 +75,7 @@ def _mapped(folder: Path) -> int:
 
 def worker(folder: Path, rank: int, batches: int) -> dict[str, Any]:
     """One rank reading its samples of `batches` global batches, cold then warm."""
+    from trainkube_trainer.data.feed import Feed  # noqa: PLC0415
     from trainkube_trainer.data.sampler import BatchSampler  # noqa: PLC0415
     from trainkube_trainer.data.tokens import TokenDataset  # noqa: PLC0415
     from trainkube_trainer.datasets_split import split  # noqa: PLC0415
@@ -95,9 +96,9 @@ def worker(folder: Path, rank: int, batches: int) -> dict[str, Any]:
     passes = []
     for _ in ("cold", "warm"):
         began, samples, checksum = time.perf_counter(), 0, 0
+        feed = Feed(sampler, train, rank)  # the trainer's path
         for batch in range(first, first + batches):
-            for indexes in sampler.micro_batches(batch, rank):
-                ids, _ = train.batch(indexes.tolist())
+            for ids, _ in feed.micro_batches(batch):
                 samples += len(ids)
                 checksum += int(ids[:, 0].sum())
         seconds = time.perf_counter() - began

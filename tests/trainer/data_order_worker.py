@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from trainkube.api.data import BuiltinCorpus
 from trainkube.runconfig import DataRef, ModelRef
+from trainkube_trainer.data.feed import Feed
 from trainkube_trainer.data.sampler import BatchSampler
 from trainkube_trainer.datasets_split import train_and_validation
 from trainkube_trainer.tokenizer import byte_tokenizer
@@ -50,9 +51,9 @@ def main() -> None:
         seed=SEED,
     )
     out: dict[str, list[list[int]]] = {"batchesPerEpoch": [[sampler.batches_per_epoch]]}
+    feed = Feed(sampler, train, rank)  # what the trainer reads its batches through
     for batch in range(args.first, args.end):
-        for k, indexes in enumerate(sampler.micro_batches(batch, rank)):
-            ids, _ = train.batch(indexes.tolist())
+        for k, (ids, _) in enumerate(feed.micro_batches(batch)):
             out[f"{batch},{k},{rank}"] = ids.tolist()
     args.out.write_text(json.dumps(out))
     dist.destroy_process_group()

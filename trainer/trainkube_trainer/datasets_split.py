@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -47,12 +48,21 @@ class Sequences:
 
     def batch(self, indexes: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input ids and labels of the split's samples `indexes`, [len(indexes), length]."""
-        samples = [self.dataset.sample(self.permutation(self.start + int(i))) for i in indexes]
-        if not samples:
+        return self.read([self.permutation(self.start + int(i)) for i in indexes])
+
+    def dataset_samples(self, indexes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The dataset's sample numbers of the split's samples `indexes` (any shape), in one
+        vectorised pass: what `read` takes."""
+        return self.permutation.many(self.start + indexes)
+
+    def read(self, samples: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids and labels of the dataset's samples `samples` (`dataset_samples`)."""
+        read = [self.dataset.sample(int(i)) for i in samples]
+        if not read:
             empty = torch.zeros((0, self.dataset.length), dtype=torch.long)
             return empty, empty.clone()
-        ids = torch.from_numpy(np.stack([s[0] for s in samples]))
-        labels = torch.from_numpy(np.stack([s[1] for s in samples]))
+        ids = torch.from_numpy(np.stack([r[0] for r in read]))
+        labels = torch.from_numpy(np.stack([r[1] for r in read]))
         return ids, labels
 
 

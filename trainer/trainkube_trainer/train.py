@@ -28,6 +28,7 @@ from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig
 from trainkube_trainer import lineage, rollback, tracking
 from trainkube_trainer.checkpoints import Checkpoint, CheckpointManager
+from trainkube_trainer.data.feed import Feed
 from trainkube_trainer.data.sampler import BatchSampler, next_batch_index
 from trainkube_trainer.datasets_split import Sequences, train_and_validation
 from trainkube_trainer.distributed import DistEnv, broadcast, mean_over_ranks, means_over_ranks
@@ -132,6 +133,7 @@ class Session:
     train: Sequences
     validation: Sequences
     sampler: BatchSampler
+    feed: Feed  # this rank's micro-batches of `train` in the sampler's order
     manager: CheckpointManager | None
     total_steps: int
     detector: DivergenceDetector | None
@@ -208,6 +210,7 @@ def _setup(config: RunConfig, env: DistEnv, reporter: Reporter) -> Session:
         train=train,
         validation=validation,
         sampler=sampler,
+        feed=Feed(sampler, train, env.rank),
         manager=manager,
         total_steps=total_steps,
         detector=DivergenceDetector(config.divergence) if config.divergence else None,
@@ -238,8 +241,8 @@ def _train_step(session: Session) -> torch.Tensor:
     session.position = next_batch_index(session.position, config.recovery.skip_batches)
     target_step = session.step + 1
     loss_total = torch.zeros((), dtype=torch.float64, device=engine.device)
-    for indexes in session.sampler.micro_batches(session.position, session.env.rank):
-        ids, labels = session.train.batch(indexes.tolist())
+    for batch in session.feed.micro_batches(session.position):
+        ids, labels = batch
         if session.fault_active and fault and fault.hang_at_step == target_step:
             _hang_if_chosen(session, fault.hang_rank)
         spike = fault.spike_at_step if session.fault_active and fault else None

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
 import torch
 
 MASK64 = (1 << 64) - 1
@@ -27,6 +29,17 @@ def _mix(x: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
     return x ^ (x >> 31)
+
+
+Words = npt.NDArray[np.uint64]
+
+
+def _mix_many(x: Words) -> Words:
+    """`_mix` of every element (uint64 arithmetic wraps as `& MASK64` does)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,27 @@ class Permutation:
             x = left << half | right
             if x < self.size:
                 return x
+
+    def _rounds(self, x: Words) -> Words:
+        half = np.uint64(self._half_bits)
+        mask = np.uint64((1 << self._half_bits) - 1)
+        left, right = x >> half, x & mask
+        for round_ in range(ROUNDS):
+            mixed = _mix_many(np.uint64(self.key) ^ _mix_many(np.uint64(round_ << 32) | right))
+            left, right = right, left ^ (mixed & mask)
+        return (left << half) | right
+
+    def many(self, positions: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """`self(i)` of every position, in one vectorised pass (the same values)."""
+        wanted = np.asarray(positions, dtype=np.int64)
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= self.size):
+            raise IndexError(f"positions {wanted.min()}..{wanted.max()} of {self.size}")
+        x = self._rounds(wanted.astype(np.uint64))
+        outside = x >= np.uint64(self.size)
+        while outside.any():  # cycle-walking, as in __call__
+            x[outside] = self._rounds(x[outside])
+            outside = x >= np.uint64(self.size)
+        return x.astype(np.int64)
 
 
 def key(*parts: int) -> int:
@@ -100,6 +134,29 @@ class BatchSampler:
         per_epoch = self.batches_per_epoch * self.global_batch_size
         epoch, within = divmod(position, per_epoch)
         return Permutation(self.examples, key(self.seed, epoch))(within)
+
+    def samples(self, positions: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """`sample` of every global position, in one vectorised pass per epoch they span."""
+        per_epoch = self.batches_per_epoch * self.global_batch_size
+        epochs, within = np.divmod(positions, per_epoch)
+        out = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            at = epochs == epoch
+            out[at] = Permutation(self.examples, key(self.seed, int(epoch))).many(within[at])
+        return out
+
+    def micro_batch_block(self, first: int, count: int, rank: int) -> npt.NDArray[np.int64]:
+        """This rank's micro-batches of global batches `first` .. `first + count - 1`, as
+        `micro_batches` gives them one batch at a time: [count, accumulation, micro-batch]."""
+        batch = np.arange(first, first + count, dtype=np.int64)[:, None, None]
+        step = np.arange(self.accumulation, dtype=np.int64)[None, :, None]
+        within = np.arange(self.micro_batch_size, dtype=np.int64)[None, None, :]
+        positions = (
+            batch * self.global_batch_size
+            + (step * self.ranks + rank) * self.micro_batch_size
+            + within
+        )
+        return self.samples(positions)
 
     def global_batch(self, index: int) -> torch.Tensor:
         """Example indexes of global batch `index` (all ranks)."""

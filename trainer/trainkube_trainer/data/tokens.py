@@ -8,8 +8,9 @@ a temporary name, fsynced and renamed; `index.json` comes last, so a folder with
 complete and a crash leaves one without.
 
 Readers map the files on first use (at most OPEN_MAPS at once) and copy out only the samples
-they are asked for; the pages a read touched are released right after (MADV_DONTNEED), so a
-rank's memory stays the same whatever the corpus size.
+they are asked for; every RELEASE_EVERY reads, the pages of the files those reads touched are
+released (MADV_DONTNEED), so a rank's memory stays the same whatever the corpus size: at most
+RELEASE_EVERY x (a read + 2 x 64 KiB of fault-around) resident.
 
 Plain text is one stream of documents, each ending in the end-of-sequence token: sample i is
 tokens [i x L, (i + 1) x L) of the stream, across shards, and trains on every token.
@@ -41,6 +42,7 @@ VERSION = 1
 INDEX = "index.json"
 SHARD_TOKENS = 1 << 28  # 256 Mi tokens (512 MiB at 16 bits) per shard by default
 FAULT_AROUND = 1 << 16  # Linux's default fault_around_bytes
+RELEASE_EVERY = 64  # reads between two releases of the pages they touched
 OPEN_MAPS = 64  # shard files mapped at once, per process
 
 
@@ -173,19 +175,21 @@ class _Mapped:
         if self.map is not None:
             self.map.close()
 
-    def read(self, start: int, stop: int) -> npt.NDArray[Any]:
+    def read(self, start: int, stop: int, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
+        """Items [start, stop) copied out, as `dtype` (the file's when None)."""
+        out_dtype = self.dtype if dtype is None else np.dtype(dtype)
         if stop <= start or self.map is None:
-            return np.empty(0, self.dtype)
+            return np.empty(0, out_dtype)
         item = self.dtype.itemsize
         view = np.frombuffer(self.map, self.dtype, count=stop - start, offset=start * item)
-        out = view.copy()
+        out = view.astype(out_dtype)  # a copy, in one pass
         del view
-        # The kernel maps the pages around a faulting one too (fault-around, 64 KiB aligned):
-        # release the aligned windows the read fell in, not only its own pages.
-        first = start * item // FAULT_AROUND * FAULT_AROUND
-        end = min(-(-stop * item // FAULT_AROUND) * FAULT_AROUND, len(self.map))
-        self.map.madvise(mmap.MADV_DONTNEED, first, end - first)
         return out
+
+    def release(self) -> None:
+        """Drop the pages reads touched (and the kernel's fault-around mapped with them)."""
+        if self.map is not None:
+            self.map.madvise(mmap.MADV_DONTNEED)
 
 
 class TokenDataset:
@@ -213,6 +217,24 @@ class TokenDataset:
         self._token_starts = list(np.cumsum([0] + [s.tokens for s in self._shards]).tolist())
         self._doc_starts = list(np.cumsum([0] + [s.documents for s in self._shards]).tolist())
         self._maps: OrderedDict[tuple[int, str], _Mapped] = OrderedDict()
+        self._touched: dict[tuple[int, str], _Mapped] = {}  # read since the last release
+        self._reads = 0
+
+    def _read(
+        self, shard: int, suffix: str, start: int, stop: int, dtype: npt.DTypeLike
+    ) -> npt.NDArray[Any]:
+        """Items [start, stop) of shard `shard`'s file `suffix`, as `dtype`; every
+        RELEASE_EVERY reads, the files read since are released."""
+        mapped = self._file(shard, suffix)
+        out = mapped.read(start, stop, dtype)
+        self._touched[(shard, suffix)] = mapped
+        self._reads += 1
+        if self._reads >= RELEASE_EVERY:
+            for touched in self._touched.values():
+                touched.release()
+            self._touched.clear()
+            self._reads = 0
+        return out
 
     def _file(self, shard: int, suffix: str) -> _Mapped:
         """Shard `shard`'s file, mapped on first use; the least recently used mappings are
@@ -225,7 +247,9 @@ class TokenDataset:
         path = self.directory / f"{self._shards[shard].name}.{suffix}"
         mapped = self._maps[name] = _Mapped(path, self._dtypes[suffix])
         if len(self._maps) > OPEN_MAPS:
-            self._maps.popitem(last=False)[1].close()
+            closed, oldest = self._maps.popitem(last=False)
+            self._touched.pop(closed, None)  # unmapped: nothing left to release
+            oldest.close()
         return mapped
 
     @property
@@ -239,13 +263,13 @@ class TokenDataset:
         return int(self._doc_starts[-1])
 
     def _stream(self, start: int, stop: int) -> npt.NDArray[Any]:
-        """Tokens [start, stop) of the whole stream, across shard boundaries."""
+        """Tokens [start, stop) of the whole stream, across shard boundaries, as int64."""
         parts = []
         shard = bisect.bisect_right(self._token_starts, start) - 1
         while start < stop:
             base, end = self._token_starts[shard], self._token_starts[shard + 1]
             take = min(stop, end)
-            parts.append(self._file(shard, "tokens").read(start - base, take - base))
+            parts.append(self._read(shard, "tokens", start - base, take - base, np.int64))
             start, shard = take, shard + 1
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -254,14 +278,14 @@ class TokenDataset:
         if not 0 <= i < len(self):
             raise IndexError(f"sample {i} of {len(self)}")
         if self.kind is Kind.TEXT:
-            ids = self._stream(i * self.length, (i + 1) * self.length).astype(np.int64)
+            ids = self._stream(i * self.length, (i + 1) * self.length)
             return ids, ids.copy()
         shard = bisect.bisect_right(self._doc_starts, i) - 1
         d = i - self._doc_starts[shard]
-        first, end = (int(x) for x in self._file(shard, "docs").read(d, d + 2))
+        first, end = (int(x) for x in self._read(shard, "docs", d, d + 2, np.uint64))
         stop = min(end, first + self.length)
-        tokens = self._file(shard, "tokens").read(first, stop).astype(np.int64)
-        mask = self._file(shard, "mask").read(first, stop).astype(bool)
+        tokens = self._read(shard, "tokens", first, stop, np.int64)
+        mask = self._read(shard, "mask", first, stop, bool)
         ids = np.full(self.length, self.pad, np.int64)
         labels = np.full(self.length, IGNORE, np.int64)
         ids[: len(tokens)] = tokens
