@@ -57,13 +57,8 @@ class Sequences:
 
     def read(self, samples: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input ids and labels of the dataset's samples `samples` (`dataset_samples`)."""
-        read = [self.dataset.sample(int(i)) for i in samples]
-        if not read:
-            empty = torch.zeros((0, self.dataset.length), dtype=torch.long)
-            return empty, empty.clone()
-        ids = torch.from_numpy(np.stack([r[0] for r in read]))
-        labels = torch.from_numpy(np.stack([r[1] for r in read]))
-        return ids, labels
+        ids, labels = self.dataset.samples(np.fromiter(samples, dtype=np.int64))
+        return torch.from_numpy(ids), torch.from_numpy(labels)
 
 
 def _check(dataset: TokenDataset, data: DataRef, tokenizer: PreTrainedTokenizerBase) -> None:

@@ -175,6 +175,15 @@ class _Mapped:
         if self.map is not None:
             self.map.close()
 
+    def gather(self, starts: npt.NDArray[np.int64], length: int) -> npt.NDArray[np.int64]:
+        """Items [start, start + length) of every start, copied out as int64: [len(starts),
+        length], in one pass."""
+        assert self.map is not None
+        view = np.frombuffer(self.map, self.dtype)
+        out: npt.NDArray[np.int64] = view[starts[:, None] + np.arange(length)].astype(np.int64)
+        del view  # no view may outlive the mapping's close
+        return out
+
     def read(self, start: int, stop: int, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
         """Items [start, stop) copied out, as `dtype` (the file's when None)."""
         out_dtype = self.dtype if dtype is None else np.dtype(dtype)
@@ -227,14 +236,17 @@ class TokenDataset:
         RELEASE_EVERY reads, the files read since are released."""
         mapped = self._file(shard, suffix)
         out = mapped.read(start, stop, dtype)
+        self._count_reads(shard, suffix, mapped, 1)
+        return out
+
+    def _count_reads(self, shard: int, suffix: str, mapped: _Mapped, reads: int) -> None:
         self._touched[(shard, suffix)] = mapped
-        self._reads += 1
+        self._reads += reads
         if self._reads >= RELEASE_EVERY:
             for touched in self._touched.values():
                 touched.release()
             self._touched.clear()
             self._reads = 0
-        return out
 
     def _file(self, shard: int, suffix: str) -> _Mapped:
         """Shard `shard`'s file, mapped on first use; the least recently used mappings are
@@ -272,6 +284,27 @@ class TokenDataset:
             parts.append(self._read(shard, "tokens", start - base, take - base, np.int64))
             start, shard = take, shard + 1
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def samples(
+        self, samples: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Input ids and labels of each sample of `samples`, stacked: [len(samples), length].
+        Plain text samples inside one shard are read in one gather."""
+        wanted = np.asarray(samples, dtype=np.int64).reshape(-1)
+        if len(wanted) and self.kind is Kind.TEXT and 0 <= wanted.min() <= wanted.max() < len(self):
+            starts = wanted * self.length
+            shard = bisect.bisect_right(self._token_starts, int(starts.min())) - 1
+            base, end = self._token_starts[shard], self._token_starts[shard + 1]
+            if int(starts.max()) + self.length <= end:
+                mapped = self._file(shard, "tokens")
+                ids = mapped.gather(starts - base, self.length)
+                self._count_reads(shard, "tokens", mapped, len(wanted))
+                return ids, ids.copy()
+        read = [self.sample(int(i)) for i in wanted]
+        if not read:
+            empty = np.zeros((0, self.length), dtype=np.int64)
+            return empty, empty.copy()
+        return np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
 
     def sample(self, i: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Input ids and labels of sample `i`, both `sequence_length` long."""
