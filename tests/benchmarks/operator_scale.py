@@ -465,6 +465,20 @@ def _seconds(at: float | None, started: float) -> float | None:
     return None if at is None else round(at - started, 2)
 
 
+TIMELINE_STEP = 5.0  # seconds between the points of a creation timeline
+
+
+def _timeline(collection: Collection, started: float) -> list[int]:
+    """How many objects of `collection` had been seen 5, 10, 15 ... s after `started`, to the
+    last one: where in the run the creations lagged."""
+    with collection.changed:
+        seen = sorted(at - started for at in collection.first_seen.values())
+    if not seen:
+        return []
+    points = int(seen[-1] // TIMELINE_STEP) + 1
+    return [sum(1 for at in seen if at <= (k + 1) * TIMELINE_STEP) for k in range(points)]
+
+
 def _created_and_running(
     pods: Collection, jobs: int, started: float, deadline: float
 ) -> dict[str, Any]:
@@ -483,11 +497,14 @@ def measure_plain(bench: Bench, jobs: int) -> dict[str, Any]:
     namespace = bench.namespace("plain", jobs)
     pods = Collection(bench.admin, f"/api/v1/namespaces/{namespace}/pods")
     try:
+        cpu = _cpu_seconds()
         started, applied = bench.apply(namespace, [_plain_job(i) for i in range(jobs)])
         row = _created_and_running(pods, jobs, started, started + bench.args.cap_seconds)
+        row["cpuSecondsToAllRunning"] = _cpu_between(cpu, _cpu_seconds())
     finally:
         pods.stop()
     row["applySeconds"] = applied
+    row["podsCreatedEvery5s"] = _timeline(pods, started)
     row["deleteSeconds"] = bench.delete_namespace(namespace)
     return row
 
@@ -506,6 +523,33 @@ def _rss_kib(pid: int) -> dict[str, int]:
                 if key in total:
                     total[key] += int(value.split()[0])
     return total
+
+
+CPU_OF = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler", "kwok")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(operator_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds used so far by the control plane's processes (by name), KWOK, and the
+    process group `operator_pid` leads (as "operator")."""
+    used: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            head, _, tail = (proc / "stat").read_text().rpartition(")")
+            name, fields = head.partition("(")[2], tail.split()
+            seconds = (int(fields[11]) + int(fields[12])) / TICKS
+            if operator_pid is not None and int(fields[2]) == operator_pid:
+                used["operator"] = used.get("operator", 0.0) + seconds
+            elif name.startswith(CPU_OF):
+                key = next(n for n in CPU_OF if name.startswith(n))
+                used[key] = used.get(key, 0.0) + seconds
+    return used
+
+
+def _cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 1) for name in sorted(after)}
 
 
 def _wait_leader(bench: Bench, operator: OperatorProcess) -> float:
@@ -660,15 +704,22 @@ def measure_operator(bench: Bench, jobs: int, plain: dict[str, Any]) -> dict[str
     pods, crs = watched.pods, watched.jobs
     try:
         items = [_training_job(f"job-{i}", nodes_=1, gpus=1) for i in range(jobs)]
+        cpu = _cpu_seconds(operator.process.pid)
         started, row["applySeconds"] = bench.apply(namespace, items)
         deadline = started + bench.args.cap_seconds
         row.update(_created_and_running(pods, jobs, started, deadline))
+        row["cpuSecondsToAllRunning"] = _cpu_between(cpu, _cpu_seconds(operator.process.pid))
         crs.wait(lambda c: c.count_in("Running") >= jobs, deadline - _now())
         row["allJobsRunningSeconds"] = _seconds(crs.nth_reached("Running", jobs), started)
         row["jobsRunning"] = crs.count_in("Running")
         row["cappedRunning"] = row["allJobsRunningSeconds"] is None
         created, baseline = row["allWorkersCreatedSeconds"], plain["allWorkersCreatedSeconds"]
         row["ratio"] = round(created / baseline, 2) if created and baseline else None
+        row["timelineEvery5s"] = {
+            "jobsCreated": _timeline(crs, started),
+            "batchJobsCreated": _timeline(watched.batch, started),
+            "podsCreated": _timeline(pods, started),
+        }
         row["memoryKiB"] = _rss_kib(operator.process.pid)
         if jobs == bench.args.latency_at:
             row["idle"] = measure_idle(bench, watched.all)

@@ -2,7 +2,7 @@
 P2): the tiny model, 2 CPU processes under the deepspeed launcher, ZeRO 0-3.
 
     flock /tmp/trainkube-bench.lock .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed \
-        [--pairs 3] [--label after] [--trainer-root DIR]
+        [--pairs 4] [--label after] [--trainer-root DIR]
 
 Both sides get one run config (tests/trainer/runs.pretrain_config: 210 steps, a checkpoint and
 the validation only at the end; progress every 10 steps, a job's default logInterval). The bare side
@@ -12,12 +12,15 @@ benchmark checks that the two sides' dumped configs and optimizer hyper-paramete
 same, and that both reach the same loss at the last step (same data, same updates), and stops
 when they are not. Steps 11-210 are timed on rank 0 on both sides: the bare side times them
 itself; the trainer's time is read from its progress lines at steps 10 and 210
-(tokensPerSecond is tokens since its first step / seconds since then). Runs alternate bare,
-trainer, bare, trainer...; the ratio of each pair is trainer tokens/s / bare tokens/s, and the
-stage's ratio is the median of its pairs. On a machine that runs other work too, a burst of it
-during one run moves that run's total; two more ratios are less moved by it, from each run's 20
-ten-step chunks (the trainer's progress lines, the same steps' ends on the bare side; every
-chunk of the trainer holds one loss check and one report):
+(tokensPerSecond is tokens since its first step / seconds since then). The runs of a pair go
+one after the other, in turns (bare first in pairs 1, 3 ..., the trainer first in pairs 2,
+4 ...): on this VM the same run gets slower run after run (the bare side alone: 39.3k, 36.9k,
+35.6k, 34.7k tokens/s in four runs at ac25711), and with the bare side always first
+that drift counted against the trainer. The ratio of each pair is trainer tokens/s / bare
+tokens/s, and the stage's ratio is the median of its pairs. On a machine that runs other
+work too, a burst of it during one run moves that run's total; two more ratios are less
+moved by it, from each run's 20 ten-step chunks (the trainer's progress lines, the same
+steps' ends on the bare side; every chunk of the trainer holds one loss check and one report):
 `ratioMedianChunks` compares the runs' median chunk times, `ratioFastestChunks` their fastest
 (the chunk least disturbed by other work), in the same pairs.
 
@@ -162,7 +165,7 @@ def _same_setup(bare: dict[str, Any], trainer: dict[str, Any], stage: int) -> st
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--label", default="after")
     parser.add_argument("--trainer-root", type=Path, default=None)
@@ -178,8 +181,12 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 root = Path(tmp)
                 config = _config(root, stage)
-                bare = _bare(config, root / "bare", args.trainer_root)
-                trainer = _trainer(config, root)
+                if pair % 2 == 0:
+                    bare = _bare(config, root / "bare", args.trainer_root)
+                    trainer = _trainer(config, root)
+                else:  # in turns: see the module's docstring
+                    trainer = _trainer(config, root)
+                    bare = _bare(config, root / "bare", args.trainer_root)
                 checked = _same_setup(bare, trainer, stage)
             bare_chunks, trainer_chunks = _chunks(bare["ends"][::CHUNK]), _chunks(trainer["ends"])
             pairs.append(
@@ -192,6 +199,7 @@ def main() -> None:
                     ),
                     "ratioFastestChunks": round(min(bare_chunks) / min(trainer_chunks), 4),
                     "lastLoss": trainer["loss"],
+                    "first": "bare" if pair % 2 == 0 else "trainer",
                 }
             )
             print(json.dumps({"zeroStage": stage, "pair": pair + 1, **pairs[-1]}), flush=True)
@@ -233,7 +241,8 @@ def main() -> None:
         f"tokens/s of the trainer / a bare DeepSpeed script, tiny llama, {RANKS} CPU processes "
         f"(gloo, OMP_NUM_THREADS=1), global batch 16 = micro-batch 4 x {RANKS} ranks x 2 "
         f"accumulation, sequences of 64 tokens, fp32, steps {FIRST + 1}-{STEPS} timed on rank 0; "
-        "ratio: median over alternated pairs (bare, trainer); ratioMedianChunks and "
+        "ratio: median over pairs run in turns (bare first, then trainer first); "
+        "ratioMedianChunks and "
         f"ratioFastestChunks: the same with each run's median and fastest {CHUNK}-step time "
         "instead of its total",
     )
