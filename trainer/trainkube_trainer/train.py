@@ -16,6 +16,7 @@ picks its checkpoint by the diverged step as before.
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -395,8 +396,19 @@ def _act_on_checked_loss(
         _checkpoint_when_due(session, schedule, loss, lr, elapsed / max(done, 1), started_step)
 
 
+def _freeze_setup_objects() -> None:
+    """Take what the set-up made (about 440,000 objects with torch, transformers, DeepSpeed and
+    the model, none of which dies before the run ends) out of the garbage collector's sight. A
+    full collection walking them all stalls this rank for about 0.2 s (rank 0 met one every
+    210 steps of the tiny model on the CPU), and every other rank waits for it at the next
+    collective; frozen, the collector looks only at what the loop allocates."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(config: RunConfig, env: DistEnv, reporter: Reporter) -> ExitCode:
     session = _setup(config, env, reporter)
+    _freeze_setup_objects()
     training = config.training
     assert training is not None
     built, total = session.built, session.total_steps
