@@ -552,6 +552,20 @@ def _cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str,
     return {name: round(after[name] - before.get(name, 0.0), 1) for name in sorted(after)}
 
 
+def _reconciles(operator: OperatorProcess) -> int:
+    """Reconciles the operator has finished (its trainkube_reconcile_seconds count)."""
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("trainkube_reconcile_seconds_count")
+        )
+    )
+
+
 def _wait_leader(bench: Bench, operator: OperatorProcess) -> float:
     """Seconds until the new operator holds the lease (its metric says so, or the Lease names
     its pid); the lease of a stopped one may still run for a while."""
@@ -705,10 +719,13 @@ def measure_operator(bench: Bench, jobs: int, plain: dict[str, Any]) -> dict[str
     try:
         items = [_training_job(f"job-{i}", nodes_=1, gpus=1) for i in range(jobs)]
         cpu = _cpu_seconds(operator.process.pid)
+        requests, reconciles = operator_requests(bench.admin), _reconciles(operator)
         started, row["applySeconds"] = bench.apply(namespace, items)
         deadline = started + bench.args.cap_seconds
         row.update(_created_and_running(pods, jobs, started, deadline))
         row["cpuSecondsToAllRunning"] = _cpu_between(cpu, _cpu_seconds(operator.process.pid))
+        row["operatorRequestsToAllRunning"] = operator_requests(bench.admin) - requests
+        row["reconcilesToAllRunning"] = _reconciles(operator) - reconciles
         crs.wait(lambda c: c.count_in("Running") >= jobs, deadline - _now())
         row["allJobsRunningSeconds"] = _seconds(crs.nth_reached("Running", jobs), started)
         row["jobsRunning"] = crs.count_in("Running")
