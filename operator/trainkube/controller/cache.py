@@ -29,6 +29,12 @@ ALL = ""  # the informer of a cluster-wide watch
 WARNINGS = (("FailedCreate", "Job"), ("FailedMount", "Pod"))
 
 
+def watches(namespaces: list[str]) -> int:
+    """How many watches a Cache over `namespaces` holds open: one per informer."""
+    per_scope = len(KINDS) + 3 + len(WARNINGS)  # the jobs; batch Jobs, pods, reports; Events
+    return per_scope * max(1, len(namespaces))
+
+
 def _bound(cluster_wide: Callable[..., Any], namespaced: Callable[..., Any], namespace: str) -> Any:
     return cluster_wide if namespace == ALL else functools.partial(namespaced, namespace)
 

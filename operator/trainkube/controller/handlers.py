@@ -19,6 +19,7 @@ import kopf
 from kubernetes import config
 
 from trainkube.controller import metrics
+from trainkube.controller.cache import watches
 from trainkube.controller.clients import Clients, TimedApiClient, TokenBucket
 from trainkube.controller.leader import LeaderElector
 from trainkube.controller.manager import Controller
@@ -60,7 +61,8 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
     qps, burst = _scope["api_qps"], _scope["api_burst"]
-    clients = Clients.create(TimedApiClient(TokenBucket(qps, burst) if qps > 0 else None))
+    limit = TokenBucket(qps, burst) if qps > 0 else None
+    clients = Clients.create(TimedApiClient(limit, watches=watches(_scope["namespaces"])))
     namespace = os.environ.get("POD_NAMESPACE") or (_scope["namespaces"] or ["default"])[0]
     # Its own client: a renewal never waits behind the controller's requests.
     elector = LeaderElector(TimedApiClient(), namespace=namespace)
