@@ -83,6 +83,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.benchmarks.operator_startup import REPO
 from tests.cluster.conftest import OperatorProcess
@@ -339,26 +340,31 @@ def _operator_identity(cluster: LocalCluster, directory: Path) -> Path:
     return kubeconfig
 
 
-def operator_requests(api: Api) -> int:
-    """Requests the apiserver has dispatched for FLOW_SCHEMA (that is, for OPERATOR_USER)."""
-    total = 0.0
-    for line in str(api.get("/metrics")).splitlines():
-        if line.startswith("apiserver_flowcontrol_dispatched_requests_total{") and (
-            f'flow_schema="{FLOW_SCHEMA}"' in line
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return int(total)
+def _summed(text: str, name: str, key: Callable[[dict[str, str]], str]) -> dict[str, float]:
+    """The samples called `name` in a /metrics answer, summed by `key` of their labels."""
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                label = key(sample.labels)
+                sums[label] = sums.get(label, 0.0) + sample.value
+    return sums
 
 
 def _requests_by_flow(api: Api) -> dict[str, float]:
     """Requests the apiserver has dispatched so far, by FlowSchema (every client's class:
     the controller-manager's controllers, the scheduler, nodes, the operator, kubectl ...)."""
-    counts: dict[str, float] = {}
-    for line in str(api.get("/metrics")).splitlines():
-        if line.startswith("apiserver_flowcontrol_dispatched_requests_total{"):
-            flow = line.split('flow_schema="', 1)[1].split('"', 1)[0]
-            counts[flow] = counts.get(flow, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
+    text = str(api.get("/metrics"))
+    return _summed(
+        text,
+        "apiserver_flowcontrol_dispatched_requests_total",
+        lambda labels: labels["flow_schema"],
+    )
+
+
+def operator_requests(api: Api) -> int:
+    """Requests the apiserver has dispatched for FLOW_SCHEMA (that is, for OPERATOR_USER)."""
+    return int(_requests_by_flow(api).get(FLOW_SCHEMA, 0.0))
 
 
 def _controller_manager_requests(layout: components.Layout) -> dict[str, float]:
@@ -370,25 +376,21 @@ def _controller_manager_requests(layout: components.Layout) -> dict[str, float]:
     context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     http = urllib3.PoolManager(ssl_context=context)
     url = f"https://127.0.0.1:{layout.controller_manager_port}/metrics"
-    counts: dict[str, float] = {}
     with warnings.catch_warnings():  # unverified on purpose: no warning for it
         warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
         text = http.request("GET", url, timeout=10).data.decode()
-    for line in text.splitlines():
-        labels = dict(
-            part.split("=", 1)
-            for part in line.partition("{")[2].partition("}")[0].split(",")
-            if "=" in part
-        )
-        labels = {k: v.strip('"') for k, v in labels.items()}
-        if line.startswith("rest_client_requests_total{"):
-            key = f"{labels.get('method')} {labels.get('code')}"
-        elif line.startswith("rest_client_rate_limiter_duration_seconds_sum{"):
-            key = f"limiterWait {labels.get('verb')}"
-        else:
-            continue
-        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
+    return {
+        **_summed(
+            text,
+            "rest_client_requests_total",
+            lambda labels: f"{labels.get('method')} {labels.get('code')}",
+        ),
+        **_summed(
+            text,
+            "rest_client_rate_limiter_duration_seconds_sum",
+            lambda labels: f"limiterWait {labels.get('verb')}",
+        ),
+    }
 
 
 QUIET_SECONDS = 5.0  # a window with at most QUIET_REQUESTS: the controller-manager is idle
@@ -648,13 +650,7 @@ def _reconciles(operator: OperatorProcess) -> int:
     url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as reply:
         text = reply.read().decode()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("trainkube_reconcile_seconds_count")
-        )
-    )
+    return int(sum(_summed(text, "trainkube_reconcile_seconds_count", lambda _: "").values()))
 
 
 def _wait_leader(bench: Bench, operator: OperatorProcess) -> float:
@@ -811,18 +807,16 @@ def measure_operator(bench: Bench, jobs: int, plain: dict[str, Any]) -> dict[str
     try:
         items = [_training_job(f"job-{i}", nodes_=1, gpus=1) for i in range(jobs)]
         cpu = _cpu_seconds(operator.process.pid)
-        requests, reconciles = operator_requests(bench.admin), _reconciles(operator)
-        flows = _requests_by_flow(bench.admin)
+        reconciles, flows = _reconciles(operator), _requests_by_flow(bench.admin)
         kcm = _controller_manager_requests(bench.cluster.layout)
         started, row["applySeconds"] = bench.apply(namespace, items)
         deadline = started + bench.args.cap_seconds
         row.update(_created_and_running(pods, jobs, started, deadline))
         row["cpuSecondsToAllRunning"] = _cpu_between(cpu, _cpu_seconds(operator.process.pid))
-        row["operatorRequestsToAllRunning"] = operator_requests(bench.admin) - requests
         row["reconcilesToAllRunning"] = _reconciles(operator) - reconciles
-        row["requestsByFlowSchemaToAllRunning"] = _requests_between(
-            flows, _requests_by_flow(bench.admin)
-        )
+        moved = _requests_between(flows, _requests_by_flow(bench.admin))
+        row["requestsByFlowSchemaToAllRunning"] = moved
+        row["operatorRequestsToAllRunning"] = int(moved.get(FLOW_SCHEMA, 0.0))
         row["controllerManagerRequestsToAllRunning"] = _requests_between(
             kcm, _controller_manager_requests(bench.cluster.layout)
         )
