@@ -48,7 +48,7 @@ class Sequences:
 
     def batch(self, indexes: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Input ids and labels of the split's samples `indexes`, [len(indexes), length]."""
-        return self.read([self.permutation(self.start + int(i)) for i in indexes])
+        return self.read(self.dataset_samples(np.fromiter(indexes, dtype=np.int64)))
 
     def dataset_samples(self, indexes: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """The dataset's sample numbers of the split's samples `indexes` (any shape), in one

@@ -184,14 +184,13 @@ class _Mapped:
         del view  # no view may outlive the mapping's close
         return out
 
-    def read(self, start: int, stop: int, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
-        """Items [start, stop) copied out, as `dtype` (the file's when None)."""
-        out_dtype = self.dtype if dtype is None else np.dtype(dtype)
+    def read(self, start: int, stop: int, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """Items [start, stop) copied out, as `dtype`."""
         if stop <= start or self.map is None:
-            return np.empty(0, out_dtype)
+            return np.empty(0, dtype)
         item = self.dtype.itemsize
         view = np.frombuffer(self.map, self.dtype, count=stop - start, offset=start * item)
-        out = view.astype(out_dtype)  # a copy, in one pass
+        out = view.astype(dtype)  # a copy, in one pass
         del view
         return out
 
