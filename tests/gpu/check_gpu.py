@@ -14,14 +14,19 @@ mounted in, or a venv made like `make setup` but with PyPI's (CUDA) torch 2.13.0
     python -m tests.gpu.check_gpu --fused-adam         # FusedAdam, as the trainer's GPU plans
     python -m tests.gpu.check_gpu --steps 40 --configs z2-mb4 z3-mb4 --out results.json
 
-Not yet run on a GPU (no device was lent when it was written): expect a few minutes, most of
-it process start-up and model builds.
+First run on an NVIDIA H200 on 2026-11-28 (results/gpu-check-h200-*.json): about 3 minutes for
+the four configurations, most of it process start-up and model builds.
 Each configuration runs in its own process (a fresh CUDA context and peak counter). The
 planner's figure includes 1 GiB of CUDA context that `max_memory_allocated` does not see: the
 results give both. By default the optimizer is torch's AdamW (`torch_adam`), which needs no
 compiled DeepSpeed op; `--fused-adam` uses FusedAdam as the trainer does (pre-built in the
 GPU image, else compiled at first use, which needs nvcc).
 Without a GPU the script exits with status 2 and says so.
+
+DeepSpeed 0.19.8 cannot parse architecture variants such as `9.0a` in TORCH_CUDA_ARCH_LIST
+when it compiles FusedAdam ("invalid literal for int() with base 10: '0a'", deepspeedai/DeepSpeed
+PR #8619); the image that lent the H200 sets exactly that. With `--fused-adam` the children get
+the list without variant suffixes (`9.0a` builds as `9.0`), and the results record both lists.
 """
 
 from __future__ import annotations
@@ -205,6 +210,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def without_variants(arch_list: str) -> str:
+    """TORCH_CUDA_ARCH_LIST with architecture variant suffixes dropped (`9.0a` becomes `9.0`,
+    `+PTX` is kept), duplicates removed, in order; the separators may be `;`, `,` or spaces."""
+    kept: list[str] = []
+    for entry in arch_list.replace(",", ";").replace(" ", ";").split(";"):
+        if not entry:
+            continue
+        arch, plus, ptx = entry.partition("+")
+        cleaned = arch.rstrip("abcdefghijklmnopqrstuvwxyz") + plus + ptx
+        if cleaned not in kept:
+            kept.append(cleaned)
+    return ";".join(kept)
+
+
 def _child(name: str, args: argparse.Namespace, part: Path) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -216,6 +235,8 @@ def _child(name: str, args: argparse.Namespace, part: Path) -> dict[str, Any]:
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
+    if args.fused_adam and "TORCH_CUDA_ARCH_LIST" in env:
+        env["TORCH_CUDA_ARCH_LIST"] = without_variants(env["TORCH_CUDA_ARCH_LIST"])
     command = [sys.executable, "-m", "tests.gpu.check_gpu", "--one", name, "--out", str(part)]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.fused_adam:
@@ -265,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "deviceChoice": asdict(this_device(Precision.BF16)),
+        "optimizer": "FusedAdam" if args.fused_adam else "torch AdamW",
+        "torchCudaArchList": os.environ.get("TORCH_CUDA_ARCH_LIST"),
+        "torchCudaArchListBuilt": without_variants(os.environ["TORCH_CUDA_ARCH_LIST"])
+        if args.fused_adam and "TORCH_CUDA_ARCH_LIST" in os.environ
+        else None,
         "model": MODEL.model_dump(by_alias=True),
         "rng": _rng_check(),
         "configurations": [],

@@ -47,3 +47,9 @@ def test_gpu_check_exits_with_status_2_saying_there_is_no_gpu(
 ) -> None:
     assert check_gpu.main(["--steps", "3", "--warmup", "1"]) == 2
     assert "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_arch_list_without_variants_builds_9_0a_as_9_0_and_keeps_ptx_and_order() -> None:
+    assert check_gpu.without_variants("9.0a") == "9.0"
+    assert check_gpu.without_variants("8.0;9.0a;9.0;10.0a+PTX") == "8.0;9.0;10.0+PTX"
+    assert check_gpu.without_variants("8.0 9.0a,12.0f") == "8.0;9.0;12.0"
