@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.gpu import check_gpu
+from tests.gpu import check_gpu, check_trainer
+from trainkube.api.training import Precision
 from trainkube.planner.memory import GiB
 from trainkube.planner.plan import CONTEXT_BYTES
 
@@ -53,3 +54,29 @@ def test_arch_list_without_variants_builds_9_0a_as_9_0_and_keeps_ptx_and_order()
     assert check_gpu.without_variants("9.0a") == "9.0"
     assert check_gpu.without_variants("8.0;9.0a;9.0;10.0a+PTX") == "8.0;9.0;10.0+PTX"
     assert check_gpu.without_variants("8.0 9.0a,12.0f") == "8.0;9.0;12.0"
+
+
+def test_trainer_gpu_check_configures_bf16_runs_with_one_gpu_plans_for_stages_2_and_3(
+    tmp_path: Path,
+) -> None:
+    for stage in (2, 3):
+        config = check_trainer.run_config(tmp_path, stage, fused_adam=False)
+        assert config.training is not None
+        assert config.training.precision is Precision.BF16
+        assert config.plan is not None
+        assert config.plan.zero_stage == stage
+        assert config.plan.deepspeed["bf16"] == {"enabled": True}
+        assert config.plan.deepspeed["optimizer"]["params"]["torch_adam"] is True
+        assert config.checkpoints is not None
+        assert config.checkpoints.interval == 20
+        fused = check_trainer.run_config(tmp_path, stage, fused_adam=True)
+        assert fused.plan is not None
+        assert "torch_adam" not in fused.plan.deepspeed["optimizer"]["params"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a CPU machine gets")
+def test_trainer_gpu_check_exits_with_status_2_saying_there_is_no_gpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check_trainer.main(["--out", str(tmp_path / "r.json")]) == 2
+    assert "no CUDA GPU is visible" in capsys.readouterr().err
