@@ -204,10 +204,18 @@ def _gpu_memory(args: argparse.Namespace) -> int:
     return int(torch.cuda.get_device_properties(0).total_memory)
 
 
-def _free_port() -> int:
+def one_rank() -> dict[str, str]:
+    """torch.distributed's environment for a world of one process, on a free local port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    return {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
 
 
 def without_variants(arch_list: str) -> str:
@@ -227,11 +235,7 @@ def without_variants(arch_list: str) -> str:
 def _child(name: str, args: argparse.Namespace, part: Path) -> dict[str, Any]:
     env = {
         **os.environ,
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        **one_rank(),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

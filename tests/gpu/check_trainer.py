@@ -21,13 +21,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.gpu.check_gpu import one_rank
 from tests.trainer.runs import TINY, environment, pretrain_config
 from trainkube.api.training import Precision, Training
 from trainkube.exitcodes import ExitCode
@@ -100,12 +100,6 @@ def run_config(root: Path, stage: int, *, fused_adam: bool, **changes: Any) -> R
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def launch(config: RunConfig, root: Path, name: str) -> dict[str, Any]:
     """One attempt: the trainer as one rank, as a worker pod runs it; its result.json."""
     root.mkdir(parents=True, exist_ok=True)
@@ -115,11 +109,7 @@ def launch(config: RunConfig, root: Path, name: str) -> dict[str, Any]:
     (report / "result.json").unlink(missing_ok=True)
     env = {
         **environment(),
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        **one_rank(),
         "TRAINKUBE_TOKENS_CACHE": str(root.parent / "tokens"),
     }
     started = time.perf_counter()
