@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.trainer.runs import _free_port, rank_environment
 from trainkube.api.model import Architecture
 from trainkube.api.training import Precision, Training
 from trainkube.planner import Overrides, PlanRequest, plan, shape_of
@@ -204,20 +204,6 @@ def _gpu_memory(args: argparse.Namespace) -> int:
     return int(torch.cuda.get_device_properties(0).total_memory)
 
 
-def one_rank() -> dict[str, str]:
-    """torch.distributed's environment for a world of one process, on a free local port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    return {
-        "RANK": "0",
-        "LOCAL_RANK": "0",
-        "WORLD_SIZE": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-    }
-
-
 def without_variants(arch_list: str) -> str:
     """TORCH_CUDA_ARCH_LIST with architecture variant suffixes dropped (`9.0a` becomes `9.0`,
     `+PTX` is kept), duplicates removed, in order; the separators may be `;`, `,` or spaces."""
@@ -232,15 +218,22 @@ def without_variants(arch_list: str) -> str:
     return ";".join(kept)
 
 
+def built_arch_list(fused_adam: bool) -> str | None:
+    """The TORCH_CUDA_ARCH_LIST the children compile FusedAdam with, where it differs from
+    this process's: the list without variant suffixes (None without --fused-adam or a list)."""
+    given = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    return without_variants(given) if fused_adam and given is not None else None
+
+
 def _child(name: str, args: argparse.Namespace, part: Path) -> dict[str, Any]:
     env = {
         **os.environ,
-        **one_rank(),
+        **rank_environment(0, 1, _free_port()),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    if args.fused_adam and "TORCH_CUDA_ARCH_LIST" in env:
-        env["TORCH_CUDA_ARCH_LIST"] = without_variants(env["TORCH_CUDA_ARCH_LIST"])
+    if (arch_list := built_arch_list(args.fused_adam)) is not None:
+        env["TORCH_CUDA_ARCH_LIST"] = arch_list
     command = [sys.executable, "-m", "tests.gpu.check_gpu", "--one", name, "--out", str(part)]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.fused_adam:
@@ -292,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "deviceChoice": asdict(this_device(Precision.BF16)),
         "optimizer": "FusedAdam" if args.fused_adam else "torch AdamW",
         "torchCudaArchList": os.environ.get("TORCH_CUDA_ARCH_LIST"),
-        "torchCudaArchListBuilt": without_variants(os.environ["TORCH_CUDA_ARCH_LIST"])
-        if args.fused_adam and "TORCH_CUDA_ARCH_LIST" in os.environ
-        else None,
+        "torchCudaArchListBuilt": built_arch_list(args.fused_adam),
         "model": MODEL.model_dump(by_alias=True),
         "rng": _rng_check(),
         "configurations": [],

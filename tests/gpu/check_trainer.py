@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.gpu.check_gpu import one_rank
-from tests.trainer.runs import TINY, environment, pretrain_config
+from tests.trainer.runs import TINY, _free_port, environment, pretrain_config, rank_environment
 from trainkube.api.training import Precision, Training
 from trainkube.exitcodes import ExitCode
 from trainkube.planner import Overrides, PlanRequest, plan, shape_of
@@ -109,7 +108,7 @@ def launch(config: RunConfig, root: Path, name: str) -> dict[str, Any]:
     (report / "result.json").unlink(missing_ok=True)
     env = {
         **environment(),
-        **one_rank(),
+        **rank_environment(0, 1, _free_port()),
         "TRAINKUBE_TOKENS_CACHE": str(root.parent / "tokens"),
     }
     started = time.perf_counter()

@@ -107,6 +107,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def rank_environment(rank: int, ranks: int, port: int) -> dict[str, str]:
+    """torch.distributed's environment variables for `rank` of `ranks` processes on this
+    machine, meeting at `port`."""
+    return {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(ranks),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
 def spawn_ranks(
     module: str, ranks: int, args: Callable[[int], list[str]], *, cache: Path
 ) -> list[subprocess.Popen[bytes]]:
@@ -117,11 +129,7 @@ def spawn_ranks(
     for rank in range(ranks):
         env = {
             **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(ranks),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
+            **rank_environment(rank, ranks, port),
             "TRAINKUBE_TOKENS_CACHE": str(cache),
             "TORCH_EXTENSIONS_DIR": str(EXTENSIONS / "torch_extensions"),
             "OMP_NUM_THREADS": "1",

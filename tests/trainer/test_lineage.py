@@ -3,22 +3,20 @@ nothing deleted) before it resumes, so nothing can resume into that timeline."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 
+from tests.trainer.runs import _free_port
 from trainkube_trainer import lineage
 from trainkube_trainer.checkpoints import CheckpointManager
 
 
 @pytest.fixture
 def one_rank() -> Iterator[None]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
