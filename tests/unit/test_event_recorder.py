@@ -25,9 +25,10 @@ class _Core:
         self.posted: list[tuple[str, dict[str, Any]]] = []
         self.threads: set[str] = set()
 
-    def create_namespaced_event(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+    def create_namespaced_event(self, namespace: str, body: dict[str, Any], **_: Any) -> Any:
         self.posted.append((namespace, body))
         self.threads.add(threading.current_thread().name)
+        return SimpleNamespace(drain_conn=lambda: None, release_conn=lambda: None)
 
 
 def test_events_are_posted_in_order_from_the_recorders_thread_and_flushed_on_stop() -> None:

@@ -47,8 +47,14 @@ def post_event(clients: Any, body: dict[str, Any], *, kind: str, reason: str, me
         "reportingComponent": naming.MANAGED_BY,
     }
     try:
-        # The answer is not read: decoding it into a model costs the operator more than the post.
-        clients.core.create_namespaced_event(meta["namespace"], event, _preload_content=False)
+        # The answer is not decoded (into a model it costs the operator more than the post), but
+        # read to its end and given back: a connection whose answer is left unread never returns
+        # to the pool, and each Event took one, so the requests after it opened new ones.
+        answer = clients.core.create_namespaced_event(
+            meta["namespace"], event, _preload_content=False
+        )
+        answer.drain_conn()
+        answer.release_conn()
     except ApiException as error:
         log.info("event %s for %s not posted: %s", reason, meta["name"], error.reason)
 
