@@ -20,6 +20,10 @@ namespaces that are deleted (and waited for) before the next step:
   backlog would otherwise be sent during the operator's run. Each row records the CPU seconds
   of the control plane, KWOK and the operator, the requests by FlowSchema and the
   controller-manager's own requests up to all workers running, and a creation timeline.
+- **Paced control** (`paced`, tests/benchmarks/paced_plain.py; off with `--no-paced`): the
+  plain Jobs again, each created at the moment the operator's batch Job of the same rank was
+  first seen in its run, with no operator: `ratioToPaced` is the operator's time over that,
+  what it costs beyond the seconds its Jobs take to arrive.
 - **Memory.** The operator's resident set (VmRSS, and its peak VmHWM, from /proc, summed over
   its process group) once all N jobs are Running.
 - At one size (`--latency-at`, default 500), with all jobs Running:
@@ -793,7 +797,11 @@ def _read_lines(log: Path) -> list[str]:
     return log.read_text(errors="replace").splitlines() if log.exists() else []
 
 
-def measure_operator(bench: Bench, jobs: int, plain: dict[str, Any]) -> dict[str, Any]:
+def measure_operator(
+    bench: Bench, jobs: int, plain: dict[str, Any]
+) -> tuple[dict[str, Any], list[float]]:
+    """The operator's row, and when each of its batch Jobs was first seen (seconds after the
+    apply started) for the paced control."""
     log = bench.log_dir / f"operator-{jobs}.log"
     log.unlink(missing_ok=True)
     operator = OperatorProcess(bench.operator_cluster, log)
@@ -832,6 +840,8 @@ def measure_operator(bench: Bench, jobs: int, plain: dict[str, Any]) -> dict[str
             "podsCreated": _timeline(pods, started),
         }
         row["memoryKiB"] = _rss_kib(operator.process.pid)
+        with watched.batch.changed:
+            arrivals = sorted(max(0.0, at - started) for at in watched.batch.first_seen.values())
         if jobs == bench.args.latency_at:
             row["idle"] = measure_idle(bench, watched.all)
             row["reaction"] = measure_reaction(bench, namespace, watched)
@@ -849,7 +859,7 @@ def measure_operator(bench: Bench, jobs: int, plain: dict[str, Any]) -> dict[str
             "whileMeasuring": _log_findings(lines[:measured]),
             "whileDeleting": _log_findings(lines[measured:]),
         }
-    return row
+    return row, arrivals
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -915,7 +925,8 @@ def _fmt(value: Any) -> str:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     print(
-        f"{'jobs':>6} {'plain s':>8} {'operator s':>10} {'ratio':>6} {'all Running s':>13} "
+        f"{'jobs':>6} {'plain s':>8} {'operator s':>10} {'ratio':>6} {'paced s':>8} "
+        f"{'/paced':>6} {'all Running s':>13} "
         f"{'RSS MiB':>8} {'idle req/s':>10} {'p50 s':>6} {'p99 s':>6} {'max s':>6}"
         "  (p50/p99/max: worker Succeeded -> job Succeeded)"
     )
@@ -927,6 +938,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{row['jobs']:>6} {_fmt(plain['allWorkersCreatedSeconds']):>8} "
             f"{_fmt(op.get('allWorkersCreatedSeconds')):>10} {_fmt(op.get('ratio')):>6} "
+            f"{_fmt((row.get('paced') or {}).get('allWorkersCreatedSeconds')):>8} "
+            f"{_fmt(op.get('ratioToPaced')):>6} "
             f"{_fmt(op.get('allJobsRunningSeconds')):>13} "
             f"{_fmt(rss and round(rss / 1024)):>8} "
             f"{_fmt(idle.get('operatorRequestsPerSecond')):>10} "
@@ -948,6 +961,12 @@ def _arguments() -> Any:
     parser.add_argument("--operator-commit", help="run the operator of this commit")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--log-dir", default="/tmp/trainkube-operator-scale")
+    parser.add_argument(
+        "--no-paced",
+        dest="paced",
+        action="store_false",
+        help="skip the control of plain Jobs created on the operator's timeline (paced_plain)",
+    )
     return parser.parse_args()
 
 
@@ -968,6 +987,9 @@ def _cleanup(bench: Bench | None, cluster: LocalCluster, pool: nodes.GpuNodePool
 
 
 def main() -> None:
+    # Here, not at the top: paced_plain builds on this module's pieces.
+    from tests.benchmarks.paced_plain import measure_paced  # noqa: PLC0415
+
     args = _arguments()
     started_at = datetime.datetime.now(datetime.UTC)
     checkout = _git("rev-parse", "HEAD")
@@ -996,9 +1018,19 @@ def main() -> None:
                 print(f"--- {jobs} jobs", flush=True)
                 plain = measure_plain(bench, jobs)
                 print("plain", json.dumps(plain), flush=True)
-                operator = measure_operator(bench, jobs, plain)
+                operator, arrivals = measure_operator(bench, jobs, plain)
                 print("operator", json.dumps(operator), flush=True)
-                rows.append({"jobs": jobs, "plain": plain, "operator": operator})
+                row = {"jobs": jobs, "plain": plain, "operator": operator}
+                if args.paced and len(arrivals) == jobs:
+                    row["paced"] = measure_paced(bench, arrivals)
+                    print("paced", json.dumps(row["paced"]), flush=True)
+                    paced, created = (
+                        row["paced"]["allWorkersCreatedSeconds"],
+                        operator["allWorkersCreatedSeconds"],
+                    )
+                    if paced and created:
+                        operator["ratioToPaced"] = round(created / paced, 2)
+                rows.append(row)
         finally:
             _cleanup(bench, cluster, pool)
     print_table(rows)
