@@ -5,7 +5,8 @@ log line per report on stdout.
 In a cluster the same two documents go to the job's report ConfigMap (the operator's progress
 channel: only this job's pods may write it), at most once per `min_interval` for progress and
 at once for events and the result; the result also goes to the container's termination message.
-A report that cannot be sent is logged and dropped: reporting never stops training.
+The ConfigMap is written from a thread of its own, each request bounded in time; a report that
+cannot be sent is logged and dropped: reporting never stops or slows training.
 """
 
 from __future__ import annotations
@@ -45,26 +46,71 @@ def log(event: str, **fields: Any) -> None:
 TERMINATION_LOG = Path("/dev/termination-log")
 
 
-class ConfigMapSink:
-    """Writes report documents into one ConfigMap, with the pod's service account."""
+SEND_SECONDS = 10.0  # the longest one report may take to reach the apiserver
+RESULT_FLUSH_SECONDS = 30.0  # the longest the last report is waited for before the exit
 
-    def __init__(self, name: str, namespace: str, *, api_client: Any = None) -> None:
+
+class ConfigMapSink:
+    """Writes report documents into one ConfigMap, with the pod's service account, from a
+    thread of its own: `send` hands the documents over and returns at once, so a slow or
+    unreachable apiserver never holds up a training step (nor the heartbeat, nor rank 0's
+    lock). Of each document only the newest waits to be sent (progress.json carries the
+    recent events, so a newer one says all an older one did); each request gives up after
+    `send_seconds`; `flush` waits until what was handed over went out."""
+
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        api_client: Any = None,
+        send_seconds: float = SEND_SECONDS,
+    ) -> None:
         from kubernetes import client, config  # noqa: PLC0415
 
         if api_client is None:
             config.load_incluster_config()  # the pod's service account
         self.api = client.CoreV1Api(api_client)
-        self.name, self.namespace = name, namespace
+        self.name, self.namespace, self.send_seconds = name, namespace, send_seconds
+        self._waiting: dict[str, str] = {}
+        self._sending = False
+        self._changed = threading.Condition()
+        threading.Thread(target=self._run, name="report-sink", daemon=True).start()
 
     def send(self, documents: dict[str, dict[str, Any]]) -> None:
         data = {
             key: secrets.redact(json.dumps(value, sort_keys=True))
             for key, value in documents.items()
         }
-        try:
-            self.api.patch_namespaced_config_map(self.name, self.namespace, {"data": data})
-        except Exception as error:
-            log("report-not-sent", configmap=self.name, error=str(error))
+        with self._changed:
+            self._waiting.update(data)
+            self._changed.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every document handed over was sent (or failed); False after `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: not self._waiting and not self._sending, timeout=timeout
+            )
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._waiting))
+                data, self._waiting, self._sending = self._waiting, {}, True
+            try:
+                self.api.patch_namespaced_config_map(
+                    self.name,
+                    self.namespace,
+                    {"data": data},
+                    _request_timeout=self.send_seconds,
+                )
+            except Exception as error:
+                log("report-not-sent", configmap=self.name, error=str(error))
+            finally:
+                with self._changed:
+                    self._sending = False
+                    self._changed.notify_all()
 
 
 def sink_for(configmap: str | None, namespace: str | None) -> ConfigMapSink | None:
@@ -201,6 +247,8 @@ class Reporter:
             _write_atomically(self.directory / "progress.json", document)
             if self.sink is not None:
                 self.sink.send({"progress.json": document, "result.json": result})
+        if self.sink is not None and not self.sink.flush(RESULT_FLUSH_SECONDS):
+            log("report-not-sent", configmap=self.sink.name, error="the result was still waiting")
         # The kubelet makes the file (writable by the container's user) in a cluster only.
         if TERMINATION_LOG.exists() and os.access(TERMINATION_LOG, os.W_OK):
             keys = ("outcome", "exitCode", "step", "loss", "error")
