@@ -34,7 +34,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from tests.ports import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results" / "checkpoint-io.json"
 REPO = Path(__file__).resolve().parents[2]
@@ -223,12 +224,6 @@ def worker(args: argparse.Namespace) -> None:
         (root / "worker.json").write_text(json.dumps(rows))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _median(rows: list[dict[str, Any]], side: str, key: str) -> float:
     return round(float(statistics.median(r[side][key] for r in rows)), 3)
 
@@ -257,7 +252,7 @@ def main() -> None:
             "-m",
             "torch.distributed.run",
             "--nproc_per_node=2",
-            f"--master_port={_free_port()}",
+            f"--master_port={free_port()}",
             "-m",
             "tests.benchmarks.checkpoint_io",
             "--worker",

@@ -46,7 +46,8 @@ from typing import Any
 
 import torch
 
-from tests.trainer.runs import REPO, _free_port, environment, pretrain_config, run
+from tests.ports import free_port
+from tests.trainer.runs import REPO, environment, pretrain_config, run
 from trainkube.runconfig import RunConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.json"
@@ -80,7 +81,7 @@ def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str,
     command = [
         str(Path(sys.executable).parent / "deepspeed"),
         f"--num_gpus={RANKS}",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "--module",
         "tests.benchmarks.bare_deepspeed_worker",
         "--config",

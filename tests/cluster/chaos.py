@@ -16,7 +16,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from tests.cluster.test_operator import _training_job
 from tests.localcluster import nodes
 from tests.localcluster.cluster import LocalCluster, is_healthy, running_pid
+from tests.ports import free_port
 
 GROUP, VERSION = "trainkube.io", "v1alpha1"
 JOB_LABEL = f"{GROUP}/job"
@@ -386,12 +386,6 @@ class Recorders:
 
 # ------------------------------------------------------------------------------------------------
 # The operator, killed and restarted
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ChaosOperator:

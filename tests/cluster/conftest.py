@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import yaml
 from tests.conftest import wait_for
 from tests.localcluster.cluster import LocalCluster
 from tests.localcluster.demo import load_images
+from tests.ports import free_port
 from trainkube.api import KINDS
 from trainkube.controller.clients import DEFAULT_IMAGES
 
@@ -71,12 +71,6 @@ def described(cluster: LocalCluster, kind: str, name: str, namespace: str, *show
     return str(wait_for(showing, timeout_s=30, interval_s=0.5))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class OperatorProcess:
     """`trainkube operator` as a real process against the local cluster."""
 
@@ -100,8 +94,8 @@ class OperatorProcess:
         return self.process
 
     def start(self) -> None:
-        port = _free_port()
-        self.metrics_port = _free_port()
+        port = free_port()
+        self.metrics_port = free_port()
         process = self._spawn(
             [
                 str(Path(sys.executable).parent / "trainkube"),

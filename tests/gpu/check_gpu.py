@@ -41,7 +41,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.trainer.runs import _free_port, rank_environment
+from tests.ports import free_port
+from tests.trainer.runs import rank_environment
 from trainkube.api.model import Architecture
 from trainkube.api.training import Precision, Training
 from trainkube.planner import Overrides, PlanRequest, plan, shape_of
@@ -228,7 +229,7 @@ def built_arch_list(fused_adam: bool) -> str | None:
 def _child(name: str, args: argparse.Namespace, part: Path) -> dict[str, Any]:
     env = {
         **os.environ,
-        **rank_environment(0, 1, _free_port()),
+        **rank_environment(0, 1, free_port()),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

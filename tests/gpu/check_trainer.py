@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.trainer.runs import TINY, _free_port, environment, pretrain_config, rank_environment
+from tests.ports import free_port
+from tests.trainer.runs import TINY, environment, pretrain_config, rank_environment
 from trainkube.api.training import Precision, Training
 from trainkube.exitcodes import ExitCode
 from trainkube.planner import Overrides, PlanRequest, plan, shape_of
@@ -108,7 +109,7 @@ def launch(config: RunConfig, root: Path, name: str) -> dict[str, Any]:
     (report / "result.json").unlink(missing_ok=True)
     env = {
         **environment(),
-        **rank_environment(0, 1, _free_port()),
+        **rank_environment(0, 1, free_port()),
         "TRAINKUBE_TOKENS_CACHE": str(root.parent / "tokens"),
     }
     started = time.perf_counter()

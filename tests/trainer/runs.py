@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.ports import free_port
 from trainkube.api.data import BuiltinCorpus
 from trainkube.api.model import Architecture
 from trainkube.api.recovery import SpikeRule
@@ -101,12 +101,6 @@ def pretrain_config(
     return config.model_copy(update=changes)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rank_environment(rank: int, ranks: int, port: int) -> dict[str, str]:
     """torch.distributed's environment variables for `rank` of `ranks` processes on this
     machine, meeting at `port`."""
@@ -124,7 +118,7 @@ def spawn_ranks(
 ) -> list[subprocess.Popen[bytes]]:
     """`python -m module` once per rank, as torch.distributed's environment variables make
     them one gloo group on this machine (no launcher), each with `args(rank)`."""
-    port = _free_port()
+    port = free_port()
     processes = []
     for rank in range(ranks):
         env = {
@@ -166,7 +160,7 @@ def run(config: RunConfig, root: Path, *, ranks: int = 2, name: str = "run.json"
     command = [
         str(Path(sys.executable).parent / "deepspeed"),
         f"--num_gpus={ranks}",
-        f"--master_port={_free_port()}",
+        f"--master_port={free_port()}",
         "--module",
         "trainkube_trainer",
         "--config",

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
-from tests.trainer.runs import _free_port
+from tests.ports import free_port
 from trainkube_trainer import lineage
 from trainkube_trainer.checkpoints import CheckpointManager
 
 
 @pytest.fixture
 def one_rank() -> Iterator[None]:
-    port = _free_port()
+    port = free_port()
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
