@@ -549,6 +549,11 @@ class Bench:
         return started, round(_now() - started, 2)
 
 
+def _ratio(seconds: float | None, baseline: float | None) -> float | None:
+    """`seconds` over `baseline`, to 2 places; None when either was capped (None) or 0."""
+    return round(seconds / baseline, 2) if seconds and baseline else None
+
+
 def _seconds(at: float | None, started: float) -> float | None:
     return None if at is None else round(at - started, 2)
 
@@ -832,8 +837,7 @@ def measure_operator(
         row["allJobsRunningSeconds"] = _seconds(crs.nth_reached("Running", jobs), started)
         row["jobsRunning"] = crs.count_in("Running")
         row["cappedRunning"] = row["allJobsRunningSeconds"] is None
-        created, baseline = row["allWorkersCreatedSeconds"], plain["allWorkersCreatedSeconds"]
-        row["ratio"] = round(created / baseline, 2) if created and baseline else None
+        row["ratio"] = _ratio(row["allWorkersCreatedSeconds"], plain["allWorkersCreatedSeconds"])
         row["timelineEvery5s"] = {
             "jobsCreated": _timeline(crs, started),
             "batchJobsCreated": _timeline(watched.batch, started),
@@ -1022,14 +1026,11 @@ def main() -> None:
                 print("operator", json.dumps(operator), flush=True)
                 row = {"jobs": jobs, "plain": plain, "operator": operator}
                 if args.paced and len(arrivals) == jobs:
-                    row["paced"] = measure_paced(bench, arrivals)
-                    print("paced", json.dumps(row["paced"]), flush=True)
-                    paced, created = (
-                        row["paced"]["allWorkersCreatedSeconds"],
-                        operator["allWorkersCreatedSeconds"],
+                    paced = row["paced"] = measure_paced(bench, arrivals)
+                    print("paced", json.dumps(paced), flush=True)
+                    operator["ratioToPaced"] = _ratio(
+                        operator["allWorkersCreatedSeconds"], paced["allWorkersCreatedSeconds"]
                     )
-                    if paced and created:
-                        operator["ratioToPaced"] = round(created / paced, 2)
                 rows.append(row)
         finally:
             _cleanup(bench, cluster, pool)

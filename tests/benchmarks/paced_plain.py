@@ -31,12 +31,6 @@ from tests.benchmarks.operator_scale import (
 )
 
 
-def arrival_offsets(batch: Collection, started: float) -> list[float]:
-    """When each batch Job of an operator run was first seen, in seconds after `started`."""
-    with batch.changed:
-        return sorted(max(0.0, at - started) for at in batch.first_seen.values())
-
-
 def _create_on_time(bench: Bench, namespace: str, offsets: list[float], started: float) -> None:
     path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
     for index, offset in enumerate(offsets):
