@@ -18,7 +18,8 @@ from trainkube.api.refs import JobOutputRef
 from trainkube.api.status import Output
 from trainkube.controller import children, runspec
 from trainkube.controller.report import parse_report
-from trainkube.controller.status import Observed, derive
+from trainkube.controller.status import derive
+from trainkube.controller.step import Observed
 from trainkube.planner import plan
 from trainkube.planner.from_spec import request_for
 from trainkube.timestamps import later

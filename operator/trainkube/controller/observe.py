@@ -28,7 +28,7 @@ from trainkube.controller.cache import Cache, attempt_of
 from trainkube.controller.clients import Clients
 from trainkube.controller.conditions import is_true
 from trainkube.controller.report import of_attempt, parse_report
-from trainkube.controller.status import Observed
+from trainkube.controller.step import Observed
 from trainkube.planner.escalate import escalate
 from trainkube.planner.from_spec import request_for
 from trainkube.planner.memory import Device

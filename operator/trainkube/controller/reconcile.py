@@ -32,8 +32,9 @@ from trainkube.controller.events import Recorder, post_event
 from trainkube.controller.hooks import CrashPoints
 from trainkube.controller.observe import MODELS, Seen, observe, parse, with_escalation
 from trainkube.controller.report import eval_results
-from trainkube.controller.status import Decision, derive, finished_at
+from trainkube.controller.status import derive, finished_at
 from trainkube.controller.statuswrite import worth_writing
+from trainkube.controller.step import Decision
 from trainkube.planner.plan import plan
 from trainkube.runconfig import Fault
 
