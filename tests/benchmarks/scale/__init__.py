@@ -1,0 +1,1 @@
+"""The pieces of the operator-at-scale benchmark (tests/benchmarks/operator_scale.py)."""
