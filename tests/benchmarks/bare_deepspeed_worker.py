@@ -103,6 +103,10 @@ def main() -> None:
                 default=str,
             )
         )
+    # As the trainer ends: without it, a collective backend's threads torn down at the
+    # interpreter's exit can abort the process ("terminate called without an active
+    # exception"), and the launcher takes the run for failed (seen once in 36 runs).
+    distributed.finish()
 
 
 if __name__ == "__main__":
