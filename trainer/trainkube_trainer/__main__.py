@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from trainkube.exitcodes import ExitCode
 from trainkube.runconfig import RunConfig, Task
 from trainkube_trainer import secrets
-from trainkube_trainer.exitcodes import DivergedError
+from trainkube_trainer.exitcodes import DivergedError, exit_now
 from trainkube_trainer.reporting import Reporter, log, sink_for
 
 
@@ -112,5 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+def _code(stop: SystemExit) -> int:
+    """The exit code `sys.exit(x)` (argparse's usage error, for one) would have ended with."""
+    if stop.code is None or isinstance(stop.code, int):
+        return stop.code or 0
+    print(stop.code, file=sys.stderr)
+    return ExitCode.FAILED
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except SystemExit as stop:
+        code = _code(stop)
+    except BaseException:  # as an uncaught exception would: the traceback, and exit code 1
+        traceback.print_exc()
+        code = ExitCode.FAILED
+    exit_now(code)
