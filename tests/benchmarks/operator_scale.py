@@ -86,7 +86,6 @@ from tests.benchmarks.scale.counting import (
     operator_identity,
     requests_between,
     requests_by_flow,
-    wait_controller_manager_quiet,
 )
 from tests.benchmarks.scale.plain import measure_paced, measure_plain
 from tests.benchmarks.scale.reaction import measure_idle, measure_reaction
@@ -162,9 +161,7 @@ def measure_operator(
     assert operator.process is not None
     row: dict[str, Any] = {"leaderAfterSeconds": _wait_leader(bench, operator)}
     namespace = bench.namespace("operator", jobs)
-    row["waitedForQuietControllerManagerSeconds"] = wait_controller_manager_quiet(
-        bench.cluster.layout, bench.args.cap_seconds
-    )
+    row["waitedForQuietControllerManagerSeconds"] = bench.wait_quiet()
     watched = Watched(bench.admin, namespace)
     pods, crs = watched.pods, watched.jobs
     try:

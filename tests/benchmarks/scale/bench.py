@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from tests.benchmarks.scale.counting import wait_controller_manager_quiet
 from tests.benchmarks.scale.watch import GROUP, PLURAL, VERSION, Api, now
 from tests.localcluster import nodes
 from tests.localcluster.cluster import LocalCluster
@@ -96,6 +97,10 @@ class Bench:
                 return round(now() - started, 1)
             time.sleep(1)
         return -1.0
+
+    def wait_quiet(self) -> float:
+        """Wait (at most the cap) until the controller-manager is idle; the seconds waited."""
+        return wait_controller_manager_quiet(self.cluster.layout, self.args.cap_seconds)
 
     def apply(self, namespace: str, items: list[dict[str, Any]]) -> tuple[float, float]:
         """`kubectl apply` of `items` as one List: (when it started, seconds it took)."""

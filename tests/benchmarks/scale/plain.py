@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.benchmarks.scale.bench import Bench, plain_job
@@ -25,21 +26,30 @@ from tests.benchmarks.scale.counting import (
     controller_manager_requests,
     requests_between,
     requests_by_flow,
-    wait_controller_manager_quiet,
 )
 from tests.benchmarks.scale.usage import cpu_between, cpu_seconds
 from tests.benchmarks.scale.watch import Collection, created_and_running, now, timeline
 
 
-def measure_plain(bench: Bench, jobs: int) -> dict[str, Any]:
-    namespace = bench.namespace("plain", jobs)
-    quiet = wait_controller_manager_quiet(bench.cluster.layout, bench.args.cap_seconds)
+def _measure(
+    bench: Bench,
+    prefix: str,
+    jobs: int,
+    create: Callable[[str], tuple[float, Callable[[], dict[str, Any]]]],
+) -> dict[str, Any]:
+    """`jobs` plain Jobs in a fresh namespace, made by `create(namespace)`, which returns when
+    the creating started and what to call once every pod runs (it returns the row's own
+    fields): the seconds to the N-th pod's creation and to all Running, with the CPU seconds,
+    the requests by FlowSchema and the controller-manager's own requests up to then."""
+    namespace = bench.namespace(prefix, jobs)
+    quiet = bench.wait_quiet()
     pods = Collection(bench.admin, f"/api/v1/namespaces/{namespace}/pods")
     try:
         cpu, flows = cpu_seconds(), requests_by_flow(bench.admin)
         kcm = controller_manager_requests(bench.cluster.layout)
-        started, applied = bench.apply(namespace, [plain_job(i) for i in range(jobs)])
+        started, finish = create(namespace)
         row = created_and_running(pods, jobs, started, started + bench.args.cap_seconds)
+        row.update(finish())
         row["cpuSecondsToAllRunning"] = cpu_between(cpu, cpu_seconds())
         row["requestsByFlowSchemaToAllRunning"] = requests_between(
             flows, requests_by_flow(bench.admin)
@@ -49,11 +59,20 @@ def measure_plain(bench: Bench, jobs: int) -> dict[str, Any]:
         )
     finally:
         pods.stop()
-    row["applySeconds"] = applied
     row["waitedForQuietControllerManagerSeconds"] = quiet
     row["podsCreatedEvery5s"] = timeline(pods, started)
     row["deleteSeconds"] = bench.delete_namespace(namespace)
     return row
+
+
+def measure_plain(bench: Bench, jobs: int) -> dict[str, Any]:
+    """The baseline: the plain Jobs applied at once, as one List."""
+
+    def create(namespace: str) -> tuple[float, Callable[[], dict[str, Any]]]:
+        started, applied = bench.apply(namespace, [plain_job(i) for i in range(jobs)])
+        return started, lambda: {"applySeconds": applied}
+
+    return _measure(bench, "plain", jobs, create)
 
 
 def _create_on_time(bench: Bench, namespace: str, offsets: list[float], started: float) -> None:
@@ -66,26 +85,19 @@ def _create_on_time(bench: Bench, namespace: str, offsets: list[float], started:
 
 
 def measure_paced(bench: Bench, offsets: list[float]) -> dict[str, Any]:
-    jobs = len(offsets)
-    namespace = bench.namespace("paced", jobs)
-    quiet = wait_controller_manager_quiet(bench.cluster.layout, bench.args.cap_seconds)
-    pods = Collection(bench.admin, f"/api/v1/namespaces/{namespace}/pods")
-    try:
-        kcm = controller_manager_requests(bench.cluster.layout)
+    """The control: plain Job number i created `offsets[i]` seconds after the start."""
+
+    def create(namespace: str) -> tuple[float, Callable[[], dict[str, Any]]]:
         started = now()
         creator = threading.Thread(
             target=_create_on_time, args=(bench, namespace, offsets, started), daemon=True
         )
         creator.start()
-        row = created_and_running(pods, jobs, started, started + bench.args.cap_seconds)
-        creator.join()
-        row["controllerManagerRequestsToAllRunning"] = requests_between(
-            kcm, controller_manager_requests(bench.cluster.layout)
-        )
-        row["lastJobCreatedSeconds"] = round(offsets[-1], 2)
-    finally:
-        pods.stop()
-    row["waitedForQuietControllerManagerSeconds"] = quiet
-    row["podsCreatedEvery5s"] = timeline(pods, started)
-    row["deleteSeconds"] = bench.delete_namespace(namespace)
-    return row
+
+        def finish() -> dict[str, Any]:
+            creator.join()
+            return {"lastJobCreatedSeconds": round(offsets[-1], 2)}
+
+        return started, finish
+
+    return _measure(bench, "paced", len(offsets), create)
