@@ -8,8 +8,6 @@ progress.
 from __future__ import annotations
 
 import argparse
-import sys
-import traceback
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -113,20 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _code(stop: SystemExit) -> int:
-    """The exit code `sys.exit(x)` (argparse's usage error, for one) would have ended with."""
-    if stop.code is None or isinstance(stop.code, int):
-        return stop.code or 0
-    print(stop.code, file=sys.stderr)
-    return ExitCode.FAILED
-
-
 if __name__ == "__main__":
-    try:
-        code = main()
-    except SystemExit as stop:
-        code = _code(stop)
-    except BaseException:  # as an uncaught exception would: the traceback, and exit code 1
-        traceback.print_exc()
-        code = ExitCode.FAILED
-    exit_now(code)
+    # A code main returns is the run's outcome and must reach the operator as it is. A usage
+    # error or an uncaught exception ends the usual way: a failure either way.
+    exit_now(main())
