@@ -16,8 +16,12 @@ from trainkube_trainer.interval import PROBE_STEPS
 def test_interval_auto_plans_saves_by_young_daly_and_both_ranks_follow(tmp_path: Path) -> None:
     config = pretrain_config(tmp_path, steps=60)
     assert config.checkpoints is not None
-    # An MTBF short enough (50 ms) that a tiny CPU run of 60 steps saves several times.
-    policy = config.checkpoints.model_copy(update={"auto_mtbf_seconds": 0.05, "keep_last": 100})
+    # An MTBF short enough (6 ms) that a tiny CPU run of 60 steps saves several times however
+    # fast its steps are: the first plan, on the guessed 30 s save, is sqrt(2 x 30 x 0.006) =
+    # 0.6 s, within the run from about 11 ms a step. With 50 ms it was 1.7 s: on a fast machine
+    # (under 31 ms a step) the first planned save fell after step 60 and only the last step saved.
+    mtbf = 0.006
+    policy = config.checkpoints.model_copy(update={"auto_mtbf_seconds": mtbf, "keep_last": 100})
     outcome = run(config.model_copy(update={"checkpoints": policy}), tmp_path)
     assert outcome.exit_code == ExitCode.SUCCESS, outcome.log[-3000:]
     choices = [
@@ -28,7 +32,7 @@ def test_interval_auto_plans_saves_by_young_daly_and_both_ranks_follow(tmp_path:
     assert choices, "no interval was reported"
     first = choices[0]
     assert first["reason"].startswith("Young-Daly: sqrt(2 x 30.0 s save (guessed)")
-    assert math.isclose(first["seconds"], math.sqrt(2 * 30.0 * 0.05), abs_tol=0.05)  # rounded
+    assert math.isclose(first["seconds"], math.sqrt(2 * 30.0 * mtbf), abs_tol=0.05)  # rounded
     assert any("(measured)" in c["reason"] for c in choices[1:])
     saved = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "ckpt").glob("step-*"))
     assert saved[-1] == 60  # the last step always saves
