@@ -300,6 +300,9 @@ def test_down_leaves_nothing_of_the_node_and_up_starts_it_again(
     results = local_cluster.import_images(loaded)
     # containerd's image store is in the cache: what was loaded before `down` is still there.
     assert all(result.skipped for result in results)
+    # A fresh etcd: the controller-manager creates the namespace's default ServiceAccount a
+    # moment after `up`, and a pod created before it is refused.
+    local_cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", "default")
     core.create_namespaced_pod("default", _pod("after-up", probe_image, "echo", "again"))
     assert _ended(core, "default", "after-up").status.phase == "Succeeded"
     core.delete_namespaced_pod("after-up", "default")
