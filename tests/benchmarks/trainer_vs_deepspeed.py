@@ -2,7 +2,8 @@
 P2): the tiny model, 2 CPU processes under the deepspeed launcher, ZeRO 0-3.
 
     flock /tmp/trainkube-bench.lock .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed \
-        [--pairs 4] [--label after] [--trainer-root DIR]
+        [--pairs 4] [--stages 0 1 2 3] [--steps 210] [--label after] [--trainer-root DIR] \
+        [--control]
 
 Both sides get one run config (tests/trainer/runs.pretrain_config: 210 steps, a checkpoint and
 the validation only at the end; progress every 10 steps, a job's default logInterval). The bare side
@@ -23,6 +24,11 @@ moved by it, from each run's 20 ten-step chunks (the trainer's progress lines, t
 steps' ends on the bare side; every chunk of the trainer holds one loss check and one report):
 `ratioMedianChunks` compares the runs' median chunk times, `ratioFastestChunks` their fastest
 (the chunk least disturbed by other work), in the same pairs.
+
+`--control` puts the bare script on both sides of every pair (an A/A run): its ratios are
+what this machine's noise alone gives, the yardstick for the trainer's. `--steps` makes every
+run longer (more steps timed, the same first 10 left out), which averages more of that noise
+away within a run.
 
 `--trainer-root` runs another checkout's trainer package (for the numbers before a change):
 both sides then import trainkube_trainer from there. Results go into
@@ -46,19 +52,20 @@ from typing import Any
 
 import torch
 
+from tests.benchmarks.stats import median_interval
 from tests.ports import free_port
 from tests.trainer.runs import REPO, environment, pretrain_config, run
 from trainkube.runconfig import RunConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.json"
-STEPS, FIRST = 210, 10  # steps FIRST + 1 .. STEPS are timed
+STEPS, FIRST = 210, 10  # steps FIRST + 1 .. STEPS are timed (--steps changes STEPS)
 LOG_INTERVAL = 10  # a job's default spec.training.logInterval
 CHUNK = LOG_INTERVAL  # steps per chunk: the trainer's progress lines come this often
 RANKS = 2
 
 
-def _config(root: Path, stage: int) -> RunConfig:
-    config = pretrain_config(root, stage=stage, steps=STEPS, interval=STEPS)
+def _config(root: Path, stage: int, steps: int) -> RunConfig:
+    config = pretrain_config(root, stage=stage, steps=steps, interval=steps)
     assert config.training is not None
     training = config.training.model_copy(update={"log_interval": LOG_INTERVAL})
     return config.model_copy(update={"training": training})
@@ -74,7 +81,8 @@ def _environment(trainer_root: Path | None) -> dict[str, str]:
 
 
 def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str, Any]:
-    """One bare run, launched as the trainer is (runs.run); rank 0's dump."""
+    """One bare run, launched as the trainer is (runs.run): rank 0's seconds of steps FIRST + 1
+    .. the last, the ends of its CHUNK-step chunks, its last loss and its engine."""
     root.mkdir(parents=True, exist_ok=True)
     path, out = root / "bare.json", root / "bare-out.json"
     path.write_text(config.dump())
@@ -102,8 +110,13 @@ def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str,
     )
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"the bare run failed:\n{(done.stdout + done.stderr)[-3000:]}")
-    dump: dict[str, Any] = json.loads(out.read_text())
-    return dump
+    dump = json.loads(out.read_text())
+    return {
+        "seconds": dump["seconds"],
+        "ends": dump["ends"][::CHUNK],
+        "loss": dump["loss"],
+        "engine": {"deepspeed": dump["deepspeed"], "optimizer": dump["optimizer"]},
+    }
 
 
 def _lines(log: str, event: str) -> list[dict[str, Any]]:
@@ -118,6 +131,8 @@ def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
     """One trainer run: seconds of steps FIRST + 1 .. STEPS from its progress lines, its last
     loss, and its engine line (None where the trainer does not log one)."""
     outcome = run(config, root)
+    assert config.training is not None
+    steps = config.training.max_steps
     if outcome.exit_code != 0:
         raise SystemExit(f"the trainer run failed:\n{outcome.log[-3000:]}")
     assert config.data is not None
@@ -134,8 +149,8 @@ def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
 
     engine = _lines(outcome.log, "engine")
     return {
-        "seconds": elapsed(STEPS) - elapsed(FIRST),
-        "ends": [elapsed(step) - elapsed(FIRST) for step in range(FIRST, STEPS + 1, CHUNK)],
+        "seconds": elapsed(steps) - elapsed(FIRST),
+        "ends": [elapsed(step) - elapsed(FIRST) for step in range(FIRST, steps + 1, CHUNK)],
         "loss": outcome.result["loss"],
         "engine": engine[0] if engine else None,
     }
@@ -146,22 +161,54 @@ def _chunks(ends: list[float]) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(ends)]
 
 
-def _same_setup(bare: dict[str, Any], trainer: dict[str, Any], stage: int) -> str:
-    """Stop unless both sides built the same engine and trained the same steps."""
-    engine = trainer["engine"]
+def _same_setup(base: dict[str, Any], measured: dict[str, Any], stage: int) -> str:
+    """Stop unless both runs built the same engine and trained the same steps."""
+    engine = measured["engine"]
     if engine is not None:
         for key in ("deepspeed", "optimizer"):
-            if engine[key] != bare[key]:
+            if engine[key] != base["engine"][key]:
                 raise SystemExit(
                     f"ZeRO {stage}: the two sides' {key} differ:\n"
-                    f"trainer {json.dumps(engine[key], sort_keys=True)}\n"
-                    f"bare    {json.dumps(bare[key], sort_keys=True)}"
+                    f"measured {json.dumps(engine[key], sort_keys=True)}\n"
+                    f"bare     {json.dumps(base['engine'][key], sort_keys=True)}"
                 )
-    if abs(trainer["loss"] - bare["loss"]) > 1e-4:
+    if abs(measured["loss"] - base["loss"]) > 1e-4:
         raise SystemExit(
-            f"ZeRO {stage}: the last loss differs: trainer {trainer['loss']}, bare {bare['loss']}"
+            f"ZeRO {stage}: the last loss differs: measured {measured['loss']}, bare {base['loss']}"
         )
     return "identical" if engine is not None else "not logged by this trainer; last loss equal"
+
+
+def _pair(
+    stage: int, pair: int, steps: int, *, control: bool, trainer_root: Path | None
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """One pair's runs, in turns (see the module's docstring): the bare script's, and the
+    trainer's (with `control`, the bare script's again); and how their set-up was checked."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        config = _config(root, stage, steps)
+
+        def base() -> dict[str, Any]:
+            return _bare(config, root / "bare", trainer_root)
+
+        def measured() -> dict[str, Any]:
+            if control:
+                return _bare(config, root / "bare-again", trainer_root)
+            return _trainer(config, root)
+
+        if pair % 2 == 0:
+            first = base()
+            second = measured()
+        else:
+            second = measured()
+            first = base()
+        return first, second, _same_setup(first, second, stage)
+
+
+def _interval(ratios: list[float]) -> list[float] | None:
+    """The 95% confidence interval of the median ratio (None under 6 pairs)."""
+    interval = median_interval(ratios)
+    return None if interval is None else [round(bound, 4) for bound in interval]
 
 
 def main() -> None:
@@ -171,36 +218,38 @@ def main() -> None:
     parser.add_argument("--label", default="after")
     parser.add_argument("--trainer-root", type=Path, default=None)
     parser.add_argument("--note", default=None, help="what this trainer is, for the results")
+    parser.add_argument("--steps", type=int, default=STEPS, help="steps per run")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="run the bare script on both sides of each pair (the measurement's own spread)",
+    )
     args = parser.parse_args()
+    side = "bareAgain" if args.control else "trainer"
     if args.trainer_root is not None:
         os.environ["PYTHONPATH"] = _environment(args.trainer_root)["PYTHONPATH"]
-    tokens = (STEPS - FIRST) * 16 * 64
+    if (args.steps - FIRST) % CHUNK or args.steps <= FIRST:
+        parser.error(f"--steps must be {FIRST} plus a positive multiple of {CHUNK}")
+    tokens = (args.steps - FIRST) * 16 * 64
     stages = []
     for stage in args.stages:
         pairs, checked = [], ""
         for pair in range(args.pairs):
-            with tempfile.TemporaryDirectory() as tmp:
-                root = Path(tmp)
-                config = _config(root, stage)
-                if pair % 2 == 0:
-                    bare = _bare(config, root / "bare", args.trainer_root)
-                    trainer = _trainer(config, root)
-                else:  # in turns: see the module's docstring
-                    trainer = _trainer(config, root)
-                    bare = _bare(config, root / "bare", args.trainer_root)
-                checked = _same_setup(bare, trainer, stage)
-            bare_chunks, trainer_chunks = _chunks(bare["ends"][::CHUNK]), _chunks(trainer["ends"])
+            bare, measured, checked = _pair(
+                stage, pair, args.steps, control=args.control, trainer_root=args.trainer_root
+            )
+            bare_chunks, measured_chunks = _chunks(bare["ends"]), _chunks(measured["ends"])
             pairs.append(
                 {
                     "bareTokensPerSecond": round(tokens / bare["seconds"], 1),
-                    "trainerTokensPerSecond": round(tokens / trainer["seconds"], 1),
-                    "ratio": round(bare["seconds"] / trainer["seconds"], 4),
+                    f"{side}TokensPerSecond": round(tokens / measured["seconds"], 1),
+                    "ratio": round(bare["seconds"] / measured["seconds"], 4),
                     "ratioMedianChunks": round(
-                        statistics.median(bare_chunks) / statistics.median(trainer_chunks), 4
+                        statistics.median(bare_chunks) / statistics.median(measured_chunks), 4
                     ),
-                    "ratioFastestChunks": round(min(bare_chunks) / min(trainer_chunks), 4),
-                    "lastLoss": trainer["loss"],
-                    "first": "bare" if pair % 2 == 0 else "trainer",
+                    "ratioFastestChunks": round(min(bare_chunks) / min(measured_chunks), 4),
+                    "lastLoss": measured["loss"],
+                    "first": "bare" if pair % 2 == 0 else side,
                 }
             )
             print(json.dumps({"zeroStage": stage, "pair": pair + 1, **pairs[-1]}), flush=True)
@@ -208,6 +257,7 @@ def main() -> None:
             {
                 "zeroStage": stage,
                 "ratio": round(statistics.median(p["ratio"] for p in pairs), 4),
+                "ratio95": _interval([p["ratio"] for p in pairs]),
                 "ratioMedianChunks": round(
                     statistics.median(p["ratioMedianChunks"] for p in pairs), 4
                 ),
@@ -234,6 +284,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "torch": torch.__version__,
         "deepspeed": deepspeed.__version__,
+        "steps": args.steps,
+        **({"control": "the bare script on both sides"} if args.control else {}),
         "stages": stages,
     }
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
@@ -241,7 +293,8 @@ def main() -> None:
         "what",
         f"tokens/s of the trainer / a bare DeepSpeed script, tiny llama, {RANKS} CPU processes "
         f"(gloo, OMP_NUM_THREADS=1), global batch 16 = micro-batch 4 x {RANKS} ranks x 2 "
-        f"accumulation, sequences of 64 tokens, fp32, steps {FIRST + 1}-{STEPS} timed on rank 0; "
+        f"accumulation, sequences of 64 tokens, fp32, steps {FIRST + 1} to the last (`steps`; "
+        f"{STEPS} where absent) timed on rank 0; "
         "ratio: median over pairs run in turns (bare first, then trainer first); "
         "ratioMedianChunks and "
         f"ratioFastestChunks: the same with each run's median and fastest {CHUNK}-step time "
@@ -251,14 +304,21 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"{args.label} (commit {commit})")
-    print(f"{'stage':>5} {'ratio':>7} {'median':>7} {'fastest':>7}  pairs (bare / trainer tok/s)")
+    print(
+        f"{'stage':>5} {'ratio':>7} {'95% interval':>13} {'median':>7} {'fastest':>7}  "
+        f"pairs (bare / {side} tok/s)"
+    )
     for row in stages:
         raw = ", ".join(
-            f"{p['bareTokensPerSecond']:.0f}/{p['trainerTokensPerSecond']:.0f}"
+            f"{p['bareTokensPerSecond']:.0f}/{p[f'{side}TokensPerSecond']:.0f}"
             for p in row["pairs"]
         )
-        ratios = (row["ratio"], row["ratioMedianChunks"], row["ratioFastestChunks"])
-        print(f"{row['zeroStage']:>5} " + " ".join(f"{r:>7.3f}" for r in ratios) + f"  {raw}")
+        interval = row["ratio95"]
+        within = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
+        print(
+            f"{row['zeroStage']:>5} {row['ratio']:>7.3f} {within:>13} "
+            f"{row['ratioMedianChunks']:>7.3f} {row['ratioFastestChunks']:>7.3f}  {raw}"
+        )
 
 
 if __name__ == "__main__":
