@@ -1,4 +1,5 @@
-"""The trainer's choices from the device: precision and backend (a table), the validation
+"""The trainer's choices from the device: precision and backend (a table), the loss sum's
+path over ranks, the validation
 batches every rank runs, the RNG state a checkpoint holds, and the planner's agreement with
 the precision the trainer trains in."""
 
@@ -16,6 +17,7 @@ from trainkube_trainer.distributed import (
     device_choice,
     restore_rng_state,
     rng_state,
+    shared_memory_reduce,
 )
 from trainkube_trainer.engine import precision_section
 from trainkube_trainer.train import validation_batches
@@ -102,3 +104,13 @@ def test_the_rng_state_restores_the_cpu_generator_and_reads_a_bare_cpu_state() -
     assert torch.equal(torch.rand(4), expected)
     restore_rng_state(bare)  # what checkpoints written before the CUDA states hold
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_the_loss_sum_takes_shared_memory_only_on_the_cpu_with_every_rank_local() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    local = {"WORLD_SIZE": "2", "LOCAL_SIZE": "2"}
+    assert shared_memory_reduce(cpu, local)
+    assert not shared_memory_reduce(cuda, local)  # NCCL
+    assert not shared_memory_reduce(cpu, {"WORLD_SIZE": "2", "LOCAL_SIZE": "1"})  # 2 machines
+    assert not shared_memory_reduce(cpu, {"WORLD_SIZE": "2"})  # started without the launcher
+    assert not shared_memory_reduce(cpu, {})

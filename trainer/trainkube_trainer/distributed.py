@@ -128,15 +128,40 @@ def mean_over_ranks(total: float, count: float, device: torch.device) -> float:
     return float(pair[0] / pair[1]) if pair[1] else float("nan")
 
 
+def shared_memory_reduce(device: torch.device, environ: Mapping[str, str]) -> bool:
+    """Whether a small sum over ranks goes through DeepSpeed's shared-memory all-reduce: on the
+    CPU with every rank of the world on this machine (the deepspeed launcher's LOCAL_SIZE is
+    the world size; DeepSpeed sets its shared memory up only then, and its op must not be
+    called otherwise)."""
+    world = environ.get("WORLD_SIZE")
+    return device.type == "cpu" and world is not None and environ.get("LOCAL_SIZE") == world
+
+
 def means_over_ranks(totals: list[torch.Tensor], count: float) -> list[float]:
     """sum(totals[i]) / sum(count) over all ranks for each i, in one all-reduce and one copy
     to the host (`totals` are 0-d tensors on this rank's device). Every rank gets the same
-    numbers: an all-reduce leaves one result everywhere."""
+    numbers: an all-reduce leaves one result everywhere.
+
+    It runs at every loss check, so on the CPU with all ranks on one machine it goes through
+    DeepSpeed's shared-memory all-reduce (float32, the precision its op sums in): after a
+    step, gloo took 2.3 ms at the median for these few numbers on a 2-core VM, about 2% of a
+    step of the tiny model, the shared memory 0.01 ms. Elsewhere the process group's (NCCL on
+    GPUs, gloo between machines) in float64."""
     if not totals:
         return []
-    counted = torch.tensor([count], dtype=torch.float64, device=totals[0].device)
-    packed = torch.cat([torch.stack(totals).to(torch.float64), counted])
-    torch.distributed.all_reduce(packed)
+    device = totals[0].device
+    shared = shared_memory_reduce(device, os.environ)
+    dtype = torch.float32 if shared else torch.float64
+    counted = torch.tensor([count], dtype=dtype, device=device)
+    packed = torch.cat([torch.stack(totals).to(dtype), counted])
+    if shared:
+        import deepspeed.comm  # noqa: PLC0415 - loaded with deepspeed by start()
+
+        # In place; it falls back to the process group's all-reduce itself where DeepSpeed
+        # could not build its op or the CPU lacks the vector instructions its kernel needs.
+        deepspeed.comm.inference_all_reduce(packed)
+    else:
+        torch.distributed.all_reduce(packed)
     means = (packed[:-1] / packed[-1]).tolist()
     return [float(mean) for mean in means]
 
