@@ -27,8 +27,9 @@ steps' ends on the bare side; every chunk of the trainer holds one loss check an
 
 `--control` puts the bare script on both sides of every pair (an A/A run): its ratios are
 what this machine's noise alone gives, the yardstick for the trainer's. `--steps` makes every
-run longer (more steps timed, the same first 10 left out), which averages more of that noise
-away within a run.
+run longer (more steps timed, the same first 10 left out); on this VM that did not narrow the
+spread (a run's speed holds for the whole run), more pairs do. Each stage's median ratio comes
+with its 95% confidence interval (`ratio95`, from 6 pairs on).
 
 `--trainer-root` runs another checkout's trainer package (for the numbers before a change):
 both sides then import trainkube_trainer from there. Results go into
@@ -128,7 +129,7 @@ def _lines(log: str, event: str) -> list[dict[str, Any]]:
 
 
 def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
-    """One trainer run: seconds of steps FIRST + 1 .. STEPS from its progress lines, its last
+    """One trainer run: seconds of steps FIRST + 1 .. the last from its progress lines, its last
     loss, and its engine line (None where the trainer does not log one)."""
     outcome = run(config, root)
     assert config.training is not None
