@@ -6,9 +6,9 @@ It passes `deepspeed.initialize` what the trainer passes (engine.build: the same
 config and client optimizer, after the same seeding), trains on the same sequences (the
 trainer's feed, read into tensors before the first step) with the same micro-batches and
 accumulation, and does nothing per step but forward, backward and step. Rank 0 writes the
-DeepSpeed config and optimizer it built with, the seconds of steps `--from`+1 to `--steps` (and
-when each of steps `--from` to `--steps` ended, from the end of `--from`), and the loss of the
-last step (mean over micro-batches and ranks, after the timing) to `--out`.
+DeepSpeed config and optimizer it built with, the seconds from just before its first step to the
+end of its last (as the trainer's tokensPerSecond counts them), and the loss of the last step
+(mean over micro-batches and ranks, after the timing) to `--out`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--from", dest="first", type=int, required=True)
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = RunConfig.load(args.config)
@@ -79,7 +78,8 @@ def main() -> None:
     feed = Feed(sampler, train, env.rank)
     batches = [list(feed.micro_batches(step)) for step in range(steps)]
 
-    ends, losses = [], []  # ends: when steps args.first .. steps ended
+    losses = []
+    started = time.monotonic()
     for step, micro_batches in enumerate(batches, start=1):
         for ids, labels in micro_batches:
             loss = engine(input_ids=ids, labels=labels).loss
@@ -87,8 +87,7 @@ def main() -> None:
             engine.step()
             if step == steps:
                 losses.append(float(loss))
-        if step >= args.first:
-            ends.append(time.monotonic())
+    seconds = time.monotonic() - started
     last = distributed.mean_over_ranks(sum(losses), len(losses), torch.device("cpu"))
     if env.is_main:
         args.out.write_text(
@@ -96,9 +95,8 @@ def main() -> None:
                 {
                     "deepspeed": built.ds_config,
                     "optimizer": optimizer,
-                    "seconds": ends[-1] - ends[0],
-                    "steps": steps - args.first,
-                    "ends": [end - ends[0] for end in ends],
+                    "seconds": seconds,
+                    "steps": steps,
                     "loss": last,
                 },
                 default=str,
