@@ -205,25 +205,19 @@ def _interval(ratios: list[float]) -> list[float] | None:
     return None if interval is None else [round(bound, 4) for bound in interval]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pairs", type=int, default=4)
-    parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--label", default="after")
-    parser.add_argument("--trainer-root", type=Path, default=None)
-    parser.add_argument("--note", default=None, help="what this trainer is, for the results")
-    parser.add_argument("--steps", type=int, default=STEPS, help="steps per run")
-    parser.add_argument(
-        "--control",
-        action="store_true",
-        help="run the bare script on both sides of each pair (the measurement's own spread)",
-    )
-    args = parser.parse_args()
-    side = "bareAgain" if args.control else "trainer"
-    if args.trainer_root is not None:
-        os.environ["PYTHONPATH"] = _environment(args.trainer_root)["PYTHONPATH"]
-    if args.steps < 1:
-        parser.error("--steps must be at least 1")
+def _stage(stage: int, pairs: list[dict[str, Any]], checked: str) -> dict[str, Any]:
+    """A stage's row: the median of its pairs' ratios and that median's 95% interval."""
+    return {
+        "zeroStage": stage,
+        "ratio": round(statistics.median(p["ratio"] for p in pairs), 4),
+        "ratio95": _interval([p["ratio"] for p in pairs]),
+        "engineCheck": checked,
+        "pairs": pairs,
+    }
+
+
+def _measure(args: argparse.Namespace, side: str) -> list[dict[str, Any]]:
+    """Run `args.pairs` pairs at each of `args.stages`; the stages' rows."""
     tokens = args.steps * 16 * 64
     stages = []
     for stage in args.stages:
@@ -242,15 +236,96 @@ def main() -> None:
                 }
             )
             print(json.dumps({"zeroStage": stage, "pair": pair + 1, **pairs[-1]}), flush=True)
-        stages.append(
-            {
-                "zeroStage": stage,
-                "ratio": round(statistics.median(p["ratio"] for p in pairs), 4),
-                "ratio95": _interval([p["ratio"] for p in pairs]),
-                "engineCheck": checked,
-                "pairs": pairs,
-            }
+        stages.append(_stage(stage, pairs, checked))
+    return stages
+
+
+SAME_RUN = ("commit", "steps", "timed", "control", "torch", "deepspeed", "machine")
+
+
+def _pool(results: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """The runs under `labels` taken together: each stage's pairs from all of them. The runs
+    must agree on what was measured (SAME_RUN: the same code, steps, timing, sides and
+    machine), else this stops and says where they differ."""
+    runs = [results[label] for label in labels]
+    for key in SAME_RUN:
+        values = {json.dumps(entry.get(key)) for entry in runs}
+        if len(values) > 1:
+            raise SystemExit(f"--pool: the runs differ in {key}: {sorted(values)}")
+    stages = []
+    for stage in sorted({row["zeroStage"] for entry in runs for row in entry["stages"]}):
+        rows = [row for entry in runs for row in entry["stages"] if row["zeroStage"] == stage]
+        pairs = [pair for row in rows for pair in row["pairs"]]
+        stages.append(_stage(stage, pairs, rows[0]["engineCheck"]))
+    pooled = {key: runs[0][key] for key in SAME_RUN if key in runs[0]}
+    return {**pooled, "pooled": labels, "stages": stages}
+
+
+def _record(label: str, report: dict[str, Any]) -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["what"] = (
+        f"tokens/s of the trainer / a bare DeepSpeed script, tiny llama, {RANKS} CPU processes "
+        f"(gloo, OMP_NUM_THREADS=1), global batch 16 = micro-batch 4 x {RANKS} ranks x 2 "
+        "accumulation, sequences of 64 tokens, fp32, `timed` on rank 0 (where a label has no "
+        "`timed`: steps 11 to the last, `steps` or 210, with the trainer writing its report "
+        "every 10 steps); ratio: median over pairs run in turns (bare first, then trainer "
+        "first); ratio95: its 95% confidence interval; `pooled`: the pairs of those labels "
+        "taken together"
+    )
+    results[label] = report
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _show(label: str, report: dict[str, Any]) -> None:
+    side = "bareAgain" if report.get("control") else "trainer"
+    print(f"{label} (commit {report['commit']}, {len(report['stages'][0]['pairs'])} pairs)")
+    print(f"{'stage':>5} {'ratio':>7} {'95% interval':>13}  pairs (bare / {side} tok/s)")
+    for row in report["stages"]:
+        raw = ", ".join(
+            f"{p['bareTokensPerSecond']:.0f}/{p[f'{side}TokensPerSecond']:.0f}"
+            for p in row["pairs"]
         )
+        interval = row["ratio95"]
+        within = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
+        print(f"{row['zeroStage']:>5} {row['ratio']:>7.3f} {within:>13}  {raw}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=4)
+    parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--label", default="after")
+    parser.add_argument("--trainer-root", type=Path, default=None)
+    parser.add_argument("--note", default=None, help="what this trainer is, for the results")
+    parser.add_argument("--steps", type=int, default=STEPS, help="steps per run")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="run the bare script on both sides of each pair (the measurement's own spread)",
+    )
+    parser.add_argument(
+        "--pool",
+        nargs="+",
+        metavar="LABEL",
+        help="run nothing: take these labels' pairs together, stage by stage, as --label",
+    )
+    args = parser.parse_args()
+    if args.pool:
+        results = json.loads(RESULTS.read_text())
+        missing = [label for label in args.pool if label not in results]
+        if missing:
+            parser.error(f"--pool: no results under {missing}")
+        report = {**({"note": args.note} if args.note else {}), **_pool(results, args.pool)}
+        _record(args.label, report)
+        _show(args.label, report)
+        return
+    side = "bareAgain" if args.control else "trainer"
+    if args.trainer_root is not None:
+        os.environ["PYTHONPATH"] = _environment(args.trainer_root)["PYTHONPATH"]
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    stages = _measure(args, side)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         cwd=args.trainer_root or REPO,
@@ -273,28 +348,8 @@ def main() -> None:
         **({"control": "the bare script on both sides"} if args.control else {}),
         "stages": stages,
     }
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["what"] = (
-        f"tokens/s of the trainer / a bare DeepSpeed script, tiny llama, {RANKS} CPU processes "
-        f"(gloo, OMP_NUM_THREADS=1), global batch 16 = micro-batch 4 x {RANKS} ranks x 2 "
-        "accumulation, sequences of 64 tokens, fp32, `timed` on rank 0 (where a label has no "
-        "`timed`: steps 11 to the last, `steps` or 210, with the trainer writing its report "
-        "every 10 steps); ratio: median over pairs run in turns (bare first, then trainer "
-        "first); ratio95: its 95% confidence interval"
-    )
-    results[args.label] = report
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"{args.label} (commit {commit})")
-    print(f"{'stage':>5} {'ratio':>7} {'95% interval':>13}  pairs (bare / {side} tok/s)")
-    for row in stages:
-        raw = ", ".join(
-            f"{p['bareTokensPerSecond']:.0f}/{p[f'{side}TokensPerSecond']:.0f}"
-            for p in row["pairs"]
-        )
-        interval = row["ratio95"]
-        within = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
-        print(f"{row['zeroStage']:>5} {row['ratio']:>7.3f} {within:>13}  {raw}")
+    _record(args.label, report)
+    _show(args.label, report)
 
 
 if __name__ == "__main__":

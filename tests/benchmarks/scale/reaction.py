@@ -3,11 +3,12 @@ worker finishing reaches its job's status."""
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from functools import partial
 from typing import Any
+
+import numpy as np
 
 from tests.benchmarks.scale.bench import Bench
 from tests.benchmarks.scale.counting import operator_requests
@@ -46,21 +47,13 @@ def _has_reached(collection: Collection, *, name: str, phase: str) -> bool:
     return phase in collection.reached.get(name, {})
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def _stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"samples": 0}
     return {
         "samples": len(values),
-        "p50Seconds": round(_percentile(values, 50), 3),
-        "p99Seconds": round(_percentile(values, 99), 3),
+        "p50Seconds": round(float(np.percentile(values, 50)), 3),
+        "p99Seconds": round(float(np.percentile(values, 99)), 3),
         "maxSeconds": round(max(values), 3),
         "minSeconds": round(min(values), 3),
         "allSeconds": [round(x, 3) for x in values],
