@@ -106,13 +106,6 @@ def test_too_few_examples_for_the_few_shot_split_is_an_error_that_says_how_many(
         fewshot.set_apart(records, num_few_shot=2, separate=records[:1])
 
 
-def test_percentiles_interpolate_between_ranks() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert latency.percentile(values, 50) == pytest.approx(50.5)
-    assert latency.percentile(values, 95) == pytest.approx(95.05)
-    assert latency.percentile([3.0], 95) == 3.0
-
-
 def test_latency_summary_reports_milliseconds_and_the_slow_tail_of_the_rate() -> None:
     # 20 generations: first token after 10..29 ms, 5..24 ms per token after it.
     timings = [Timing(first_token=(10 + i) / 1000, per_token=(5 + i) / 1000) for i in range(20)]

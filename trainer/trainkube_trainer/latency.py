@@ -10,12 +10,12 @@ metrics do not overlap.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers.generation.streamers import BaseStreamer
 
@@ -89,24 +89,17 @@ def measure(
     return [time_generation(model, tokenizer, p, max_new_tokens) for p in prompts]
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), linearly interpolated between the nearest ranks."""
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
 def summary(timings: list[Timing]) -> dict[str, float]:
     """The metrics of a run of timings. tokensPerSecondP95 is the slow tail: the rate of the
     95th-percentile time per token."""
-    first = [t.first_token for t in timings]
-    per_token = [t.per_token for t in timings]
+    # numpy's default percentile: linear between the nearest ranks.
+    first_p50, first_p95 = np.percentile([t.first_token for t in timings], [50, 95])
+    token_p50, token_p95 = np.percentile([t.per_token for t in timings], [50, 95])
     return {
-        "ttftP50Ms": 1000 * percentile(first, 50),
-        "ttftP95Ms": 1000 * percentile(first, 95),
-        "tokensPerSecondP50": 1 / percentile(per_token, 50),
-        "tokensPerSecondP95": 1 / percentile(per_token, 95),
+        "ttftP50Ms": 1000 * float(first_p50),
+        "ttftP95Ms": 1000 * float(first_p95),
+        "tokensPerSecondP50": 1 / float(token_p50),
+        "tokensPerSecondP95": 1 / float(token_p95),
         "examples": float(len(timings)),
     }
 
