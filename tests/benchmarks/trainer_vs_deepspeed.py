@@ -4,6 +4,7 @@ P2): the tiny model, 2 CPU processes under the deepspeed launcher, ZeRO 0-3.
     flock /tmp/trainkube-bench.lock .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed \
         [--pairs 4] [--stages 0 1 2 3] [--steps 210] [--label after] [--trainer-root DIR] \
         [--control]
+    .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed --pool LABEL ... --label POOLED
 
 Both sides get one run config (tests/trainer/runs.pretrain_config: 210 steps, a checkpoint and
 the validation only at the end; progress every 10 steps, a job's default logInterval, and the
@@ -31,8 +32,10 @@ need a progress line every 10 steps and are no longer measured.
 `--control` puts the bare script on both sides of every pair (an A/A run): its ratios are
 what this machine's noise alone gives, the yardstick for the trainer's. `--steps` makes every
 run longer; on this VM that did not narrow the spread (a run's speed holds for the whole run),
-more pairs do. Each stage's median ratio comes
-with its 95% confidence interval (`ratio95`, from 6 pairs on).
+more pairs do. Each stage's median ratio comes with its 95% confidence interval (`ratio95`,
+from 6 pairs on). `--pool` runs nothing: it takes the pairs of runs already recorded together,
+stage by stage (only runs of the same code, steps, timing, sides and machine), for a narrower
+interval than any one run gives.
 
 `--trainer-root` runs another checkout's trainer package (for the numbers before a change):
 both sides then import trainkube_trainer from there. Results go into
