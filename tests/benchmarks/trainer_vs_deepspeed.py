@@ -134,6 +134,15 @@ def _lines(log: str, event: str) -> list[dict[str, Any]]:
     ]
 
 
+def _tokens(config: RunConfig) -> int:
+    """The tokens a run of `config` trains on, over all its steps and ranks."""
+    assert config.training is not None
+    assert config.data is not None
+    assert config.plan is not None
+    batch = int(config.plan.deepspeed["train_batch_size"])
+    return config.training.max_steps * batch * config.data.sequence_length
+
+
 def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
     """One trainer run: seconds of all its steps from its last progress line at the last step,
     its last loss, and its engine line (None where the trainer does not log one)."""
@@ -142,9 +151,6 @@ def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
     steps = config.training.max_steps
     if outcome.exit_code != 0:
         raise SystemExit(f"the trainer run failed:\n{outcome.log[-3000:]}")
-    assert config.data is not None
-    assert config.plan is not None
-    tokens_per_step = config.plan.deepspeed["train_batch_size"] * config.data.sequence_length
     rate = [
         line["tokensPerSecond"]
         for line in _lines(outcome.log, "progress")
@@ -152,7 +158,7 @@ def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
     ]
     engine = _lines(outcome.log, "engine")
     return {
-        "seconds": steps * tokens_per_step / rate[-1],
+        "seconds": _tokens(config) / rate[-1],
         "loss": outcome.result["loss"],
         "engine": engine[0] if engine else None,
     }
@@ -178,9 +184,10 @@ def _same_setup(base: dict[str, Any], measured: dict[str, Any], stage: int) -> s
 
 def _pair(
     stage: int, pair: int, steps: int, *, control: bool, trainer_root: Path | None
-) -> tuple[dict[str, Any], dict[str, Any], str]:
+) -> tuple[dict[str, Any], dict[str, Any], str, int]:
     """One pair's runs, in turns (see the module's docstring): the bare script's, and the
-    trainer's (with `control`, the bare script's again); and how their set-up was checked."""
+    trainer's (with `control`, the bare script's again); how their set-up was checked; and the
+    tokens each run trained on."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         config = _config(root, stage, steps)
@@ -199,7 +206,7 @@ def _pair(
         else:
             second = measured()
             first = base()
-        return first, second, _same_setup(first, second, stage)
+        return first, second, _same_setup(first, second, stage), _tokens(config)
 
 
 def _interval(ratios: list[float]) -> list[float] | None:
@@ -221,12 +228,11 @@ def _stage(stage: int, pairs: list[dict[str, Any]], checked: str) -> dict[str, A
 
 def _measure(args: argparse.Namespace, side: str) -> list[dict[str, Any]]:
     """Run `args.pairs` pairs at each of `args.stages`; the stages' rows."""
-    tokens = args.steps * 16 * 64
     stages = []
     for stage in args.stages:
         pairs, checked = [], ""
         for pair in range(args.pairs):
-            bare, measured, checked = _pair(
+            bare, measured, checked, tokens = _pair(
                 stage, pair, args.steps, control=args.control, trainer_root=args.trainer_root
             )
             pairs.append(
