@@ -12,6 +12,7 @@ import torch
 
 from trainkube.api.data import BuiltinCorpus
 from trainkube.runconfig import DataRef
+from trainkube_trainer.data import feed as feed_module
 from trainkube_trainer.data import tokens
 from trainkube_trainer.data.feed import Feed
 from trainkube_trainer.data.prepare import prepare
@@ -47,13 +48,23 @@ def test_a_block_of_micro_batches_is_what_the_sampler_gives_batch_by_batch() -> 
             assert block[b].tolist() == expected
 
 
-def test_the_feed_reads_the_samplers_micro_batches_across_blocks_and_jumps(tmp_path: Path) -> None:
+BATCH_BYTES = 2 * 4 * 64 * 16  # a rank's share of one global batch: ids and labels, int64
+
+
+@pytest.mark.parametrize(
+    ("chunk_bytes", "chunk"), [(1, 1), (3 * BATCH_BYTES, 3), (feed_module.CHUNK_BYTES, 4)]
+)
+def test_the_feed_reads_the_samplers_micro_batches_across_blocks_chunks_and_jumps(
+    tmp_path: Path, chunk_bytes: int, chunk: int
+) -> None:
+    """Chunks of 1, 3 (across the blocks of 4) and 4 global batches (the block's)."""
     prepare(record_batches(STORIES), byte_tokenizer(), tmp_path, data=STORIES)
     train, _ = split(TokenDataset(tmp_path, sequence_length=64), validation_fraction=0.05, seed=3)
     sampler = BatchSampler(
         examples=len(train), global_batch_size=16, micro_batch_size=4, ranks=2, seed=5
     )
-    feed = Feed(sampler, train, rank=1, block=4)
+    feed = Feed(sampler, train, rank=1, block=4, chunk_bytes=chunk_bytes)
+    assert feed.chunk == chunk
     # in order over two blocks, a jump back (a rollback), a jump ahead (skipped batches)
     for index in [*range(0, 6), 2, 3, 40, 41, sampler.batches_per_epoch]:
         read = list(feed.micro_batches(index))
@@ -62,6 +73,28 @@ def test_the_feed_reads_the_samplers_micro_batches_across_blocks_and_jumps(tmp_p
         for (ids, labels), (want_ids, want_labels) in zip(read, expected, strict=True):
             assert torch.equal(ids, want_ids)
             assert torch.equal(labels, want_labels)
+
+
+def test_the_feed_reads_a_chunk_of_global_batches_in_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prepare(record_batches(STORIES), byte_tokenizer(), tmp_path, data=STORIES)
+    train, _ = split(TokenDataset(tmp_path, sequence_length=64), validation_fraction=0.05, seed=3)
+    sampler = BatchSampler(
+        examples=len(train), global_batch_size=16, micro_batch_size=4, ranks=2, seed=5
+    )
+    feed = Feed(sampler, train, rank=0, block=8, chunk_bytes=4 * BATCH_BYTES)
+    reads: list[int] = []
+    read = train.dataset.samples
+
+    def counted(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        reads.append(len(samples))
+        return read(samples)
+
+    monkeypatch.setattr(train.dataset, "samples", counted)
+    for index in range(8):
+        assert len(list(feed.micro_batches(index))) == sampler.accumulation
+    assert reads == [4 * sampler.accumulation * 4] * 2  # batches 0-3, then 4-7
 
 
 def _file_backed_rss_mib() -> float:

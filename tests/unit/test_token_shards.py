@@ -52,6 +52,17 @@ def test_text_shards_read_back_exactly_the_packed_stream_across_shard_boundaries
     assert torch.equal(read, expected)
     ids, labels = dataset.sample(17)
     assert np.array_equal(ids, labels)
+    # Read together in any order: one gather per shard, a sample across a shard's end alone.
+    bounds = np.cumsum([shard["tokens"] for shard in index["shards"]])
+    starts = np.arange(len(dataset)) * 64
+    across = np.searchsorted(bounds, starts, side="right") != np.searchsorted(
+        bounds, starts + 63, side="right"
+    )
+    assert across.sum() > 0
+    order = np.random.default_rng(0).permutation(len(dataset))
+    gathered, gathered_labels = dataset.samples(order)
+    assert torch.equal(torch.from_numpy(gathered), expected[order])
+    assert np.array_equal(gathered, gathered_labels)
 
 
 def test_prompt_response_shards_read_back_with_the_loss_on_the_response_only(

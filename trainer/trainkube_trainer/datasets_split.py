@@ -55,9 +55,10 @@ class Sequences:
         vectorised pass: what `read` takes."""
         return self.permutation.many(self.start + indexes)
 
-    def read(self, samples: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input ids and labels of the dataset's samples `samples` (`dataset_samples`)."""
-        ids, labels = self.dataset.samples(np.fromiter(samples, dtype=np.int64))
+    def read(self, samples: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids and labels of the dataset's samples `samples` (`dataset_samples`, one
+        dimension), in one read: [len(samples), length]."""
+        ids, labels = self.dataset.samples(samples)
         return torch.from_numpy(ids), torch.from_numpy(labels)
 
 

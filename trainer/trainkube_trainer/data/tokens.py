@@ -224,6 +224,7 @@ class TokenDataset:
         self._shards = [Shard(**s) for s in self.index["shards"]]
         self._token_starts = list(np.cumsum([0] + [s.tokens for s in self._shards]).tolist())
         self._doc_starts = list(np.cumsum([0] + [s.documents for s in self._shards]).tolist())
+        self._token_bounds = np.asarray(self._token_starts, dtype=np.int64)
         self._maps: OrderedDict[tuple[int, str], _Mapped] = OrderedDict()
         self._touched: dict[tuple[int, str], _Mapped] = {}  # read since the last release
         self._reads = 0
@@ -288,22 +289,33 @@ class TokenDataset:
         self, samples: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Input ids and labels of each sample of `samples`, stacked: [len(samples), length].
-        Plain text samples inside one shard are read in one gather."""
+        Plain text samples are read in one gather per shard; one that runs across the end of
+        a shard is read on its own."""
         wanted = np.asarray(samples, dtype=np.int64).reshape(-1)
         if len(wanted) and self.kind is Kind.TEXT and 0 <= wanted.min() <= wanted.max() < len(self):
-            starts = wanted * self.length
-            shard = bisect.bisect_right(self._token_starts, int(starts.min())) - 1
-            base, end = self._token_starts[shard], self._token_starts[shard + 1]
-            if int(starts.max()) + self.length <= end:
-                mapped = self._file(shard, "tokens")
-                ids = mapped.gather(starts - base, self.length)
-                self._count_reads(shard, "tokens", mapped, len(wanted))
-                return ids, ids.copy()
+            return self._text_samples(wanted)
         read = [self.sample(int(i)) for i in wanted]
         if not read:
             empty = np.zeros((0, self.length), dtype=np.int64)
             return empty, empty.copy()
         return np.stack([r[0] for r in read]), np.stack([r[1] for r in read])
+
+    def _text_samples(
+        self, wanted: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        starts = wanted * self.length
+        bounds = self._token_bounds
+        shards = np.searchsorted(bounds, starts, side="right") - 1
+        inside = starts + self.length <= bounds[shards + 1]
+        ids = np.empty((len(wanted), self.length), dtype=np.int64)
+        for shard in np.unique(shards[inside]).tolist():
+            rows = np.flatnonzero(inside & (shards == shard))
+            mapped = self._file(shard, "tokens")
+            ids[rows] = mapped.gather(starts[rows] - bounds[shard], self.length)
+            self._count_reads(shard, "tokens", mapped, len(rows))
+        for row in np.flatnonzero(~inside).tolist():
+            ids[row] = self._stream(int(starts[row]), int(starts[row]) + self.length)
+        return ids, ids.copy()
 
     def sample(self, i: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Input ids and labels of sample `i`, both `sequence_length` long."""
