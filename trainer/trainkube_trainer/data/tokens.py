@@ -8,10 +8,10 @@ a temporary name, fsynced and renamed; `index.json` comes last, so a folder with
 complete and a crash leaves one without.
 
 Readers map the files on first use (at most OPEN_MAPS at once) and copy out only the samples
-they are asked for; once RELEASE_EVERY samples were read (checked after each read, which may
-gather many), the pages of the files those reads touched are released (MADV_DONTNEED), so a
-rank's memory stays the same whatever the corpus size: at most the samples of RELEASE_EVERY
-reads, or of the last read when it gathered more, each with 2 x 64 KiB of fault-around.
+they are asked for; once RELEASE_EVERY reads are counted (a gather counts one per sample,
+checked after it), the pages of the files those reads touched are released (MADV_DONTNEED),
+so a rank's memory stays the same whatever the corpus size: at most the pages of RELEASE_EVERY
+reads plus those of the last gather, each read with 2 x 64 KiB of fault-around, resident.
 
 Plain text is one stream of documents, each ending in the end-of-sequence token: sample i is
 tokens [i x L, (i + 1) x L) of the stream, across shards, and trains on every token.
