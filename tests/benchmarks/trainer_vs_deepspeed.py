@@ -3,7 +3,7 @@ P2): the tiny model, 2 CPU processes under the deepspeed launcher, ZeRO 0-3.
 
     flock /tmp/trainkube-bench.lock .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed \
         [--pairs 4] [--stages 0 1 2 3] [--steps 210] [--label after] [--trainer-root DIR] \
-        [--control]
+        [--control] [--calls]
     .venv/bin/python -m tests.benchmarks.trainer_vs_deepspeed --pool LABEL ... --label POOLED
 
 Both sides get one run config (tests/trainer/runs.pretrain_config: 210 steps, a checkpoint and
@@ -37,6 +37,12 @@ from 6 pairs on). `--pool` runs nothing: it takes the pairs of runs already reco
 stage by stage (only runs of the same code, steps, timing, sides and machine), for a narrower
 interval than any one run gives.
 
+`--calls` runs both sides through engine_calls.py, which times every engine call (forward,
+backward, step) on every rank: each pair keeps both sides' sums, and each stage the median
+ratio of the measured side's CPU time to the bare side's per kind and rank, and the
+difference of their shares of the run outside the calls (`callRatios`). It found the
+trainer's batch reads (session 14), which the totals' spread hid.
+
 `--trainer-root` runs another checkout's trainer package (for the numbers before a change):
 both sides then import trainkube_trainer from there. Results go into
 tests/benchmarks/results/trainer-vs-deepspeed.json under `--label`. Numbers, not assertions.
@@ -58,6 +64,7 @@ from typing import Any
 
 import torch
 
+from tests.benchmarks import engine_calls
 from tests.benchmarks.stats import median_interval
 from tests.ports import free_port
 from tests.trainer.runs import REPO, environment, pretrain_config, run
@@ -67,6 +74,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "trainer-vs-deepspeed.js
 STEPS = 210  # steps per run, all timed (--steps changes it)
 LOG_INTERVAL = 10  # a job's default spec.training.logInterval
 RANKS = 2
+CALLS_MODULE = "tests.benchmarks.engine_calls"
 
 
 def _config(root: Path, stage: int, steps: int) -> RunConfig:
@@ -90,18 +98,27 @@ def _environment(trainer_root: Path | None) -> dict[str, str]:
     return env
 
 
-def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str, Any]:
+def _through_calls(module: str, root: Path, calls: bool) -> tuple[str, dict[str, str]]:
+    """The module to launch and the environment to add: `module` itself, or with `calls`,
+    engine_calls running it with every engine call timed into `root`/calls.<rank>.json."""
+    if not calls:
+        return module, {}
+    return CALLS_MODULE, {engine_calls.MODULE: module, engine_calls.OUT: str(root / "calls")}
+
+
+def _bare(config: RunConfig, root: Path, trainer_root: Path | None, calls: bool) -> dict[str, Any]:
     """One bare run, launched as the trainer is (runs.run): rank 0's seconds of all its steps,
-    its last loss and its engine."""
+    its last loss and its engine (and with `calls`, every rank's engine calls)."""
     root.mkdir(parents=True, exist_ok=True)
     path, out = root / "bare.json", root / "bare-out.json"
     path.write_text(config.dump())
+    module, extra = _through_calls("tests.benchmarks.bare_deepspeed_worker", root, calls)
     command = [
         str(Path(sys.executable).parent / "deepspeed"),
         f"--num_gpus={RANKS}",
         f"--master_port={free_port()}",
         "--module",
-        "tests.benchmarks.bare_deepspeed_worker",
+        module,
         "--config",
         str(path),
         "--out",
@@ -109,7 +126,7 @@ def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str,
     ]
     done = subprocess.run(
         command,
-        env=_environment(trainer_root),
+        env={**_environment(trainer_root), **extra},
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -123,6 +140,7 @@ def _bare(config: RunConfig, root: Path, trainer_root: Path | None) -> dict[str,
         "seconds": dump["seconds"],
         "loss": dump["loss"],
         "engine": {"deepspeed": dump["deepspeed"], "optimizer": dump["optimizer"]},
+        **({"calls": engine_calls.read(root / "calls", RANKS)} if calls else {}),
     }
 
 
@@ -143,10 +161,12 @@ def _tokens(config: RunConfig) -> int:
     return config.training.max_steps * batch * config.data.sequence_length
 
 
-def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
+def _trainer(config: RunConfig, root: Path, calls: bool) -> dict[str, Any]:
     """One trainer run: seconds of all its steps from its last progress line at the last step,
-    its last loss, and its engine line (None where the trainer does not log one)."""
-    outcome = run(config, root)
+    its last loss, and its engine line (None where the trainer does not log one); with
+    `calls`, every rank's engine calls."""
+    module, extra = _through_calls("trainkube_trainer", root, calls)
+    outcome = run(config, root, module=module, extra_env=extra)
     assert config.training is not None
     steps = config.training.max_steps
     if outcome.exit_code != 0:
@@ -161,6 +181,7 @@ def _trainer(config: RunConfig, root: Path) -> dict[str, Any]:
         "seconds": _tokens(config) / rate[-1],
         "loss": outcome.result["loss"],
         "engine": engine[0] if engine else None,
+        **({"calls": engine_calls.read(root / "calls", RANKS)} if calls else {}),
     }
 
 
@@ -183,22 +204,22 @@ def _same_setup(base: dict[str, Any], measured: dict[str, Any], stage: int) -> s
 
 
 def _pair(
-    stage: int, pair: int, steps: int, *, control: bool, trainer_root: Path | None
+    stage: int, pair: int, args: argparse.Namespace
 ) -> tuple[dict[str, Any], dict[str, Any], str, int]:
     """One pair's runs, in turns (see the module's docstring): the bare script's, and the
-    trainer's (with `control`, the bare script's again); how their set-up was checked; and the
+    trainer's (with --control, the bare script's again); how their set-up was checked; and the
     tokens each run trained on."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        config = _config(root, stage, steps)
+        config = _config(root, stage, args.steps)
 
         def base() -> dict[str, Any]:
-            return _bare(config, root / "bare", trainer_root)
+            return _bare(config, root / "bare", args.trainer_root, args.calls)
 
         def measured() -> dict[str, Any]:
-            if control:
-                return _bare(config, root / "bare-again", trainer_root)
-            return _trainer(config, root)
+            if args.control:
+                return _bare(config, root / "bare-again", args.trainer_root, args.calls)
+            return _trainer(config, root, args.calls)
 
         if pair % 2 == 0:
             first = base()
@@ -232,9 +253,7 @@ def _measure(args: argparse.Namespace, side: str) -> list[dict[str, Any]]:
     for stage in args.stages:
         pairs, checked = [], ""
         for pair in range(args.pairs):
-            bare, measured, checked, tokens = _pair(
-                stage, pair, args.steps, control=args.control, trainer_root=args.trainer_root
-            )
+            bare, measured, checked, tokens = _pair(stage, pair, args)
             pairs.append(
                 {
                     "bareTokensPerSecond": round(tokens / bare["seconds"], 1),
@@ -245,11 +264,15 @@ def _measure(args: argparse.Namespace, side: str) -> list[dict[str, Any]]:
                 }
             )
             print(json.dumps({"zeroStage": stage, "pair": pair + 1, **pairs[-1]}), flush=True)
+            if args.calls:
+                pairs[-1]["calls"] = {"bare": bare["calls"], side: measured["calls"]}
         stages.append(_stage(stage, pairs, checked))
+        if args.calls:
+            stages[-1]["callRatios"] = engine_calls.ratios(pairs, side)
     return stages
 
 
-SAME_RUN = ("commit", "steps", "timed", "control", "torch", "deepspeed", "machine")
+SAME_RUN = ("commit", "steps", "timed", "control", "calls", "torch", "deepspeed", "machine")
 
 
 def _pool(results: dict[str, Any], labels: list[str]) -> dict[str, Any]:
@@ -298,6 +321,11 @@ def _show(label: str, report: dict[str, Any]) -> None:
         interval = row["ratio95"]
         within = "-" if interval is None else f"{interval[0]:.3f}-{interval[1]:.3f}"
         print(f"{row['zeroStage']:>5} {row['ratio']:>7.3f} {within:>13}  {raw}")
+        if "callRatios" in row:
+            print(
+                f"      CPU time {side}/bare per rank, outside-share difference: "
+                f"{json.dumps(row['callRatios'])}"
+            )
 
 
 def main() -> None:
@@ -312,6 +340,11 @@ def main() -> None:
         "--control",
         action="store_true",
         help="run the bare script on both sides of each pair (the measurement's own spread)",
+    )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="time every engine call on every rank of both sides (engine_calls.py)",
     )
     parser.add_argument(
         "--pool",
@@ -355,6 +388,7 @@ def main() -> None:
         "timed": "every step on rank 0, from just before the first to the end of the last; the "
         "trainer reporting as a job does (progress.json at most every 5 s)",
         **({"control": "the bare script on both sides"} if args.control else {}),
+        **({"calls": "every engine call timed (engine_calls.py)"} if args.calls else {}),
         "stages": stages,
     }
     _record(args.label, report)

@@ -147,22 +147,32 @@ def environment() -> dict[str, str]:
     }
 
 
-def run(config: RunConfig, root: Path, *, ranks: int = 2, name: str = "run.json") -> Outcome:
-    """Run the trainer as `ranks` real processes; wait for them to end."""
+def run(
+    config: RunConfig,
+    root: Path,
+    *,
+    ranks: int = 2,
+    name: str = "run.json",
+    module: str = "trainkube_trainer",
+    extra_env: dict[str, str] | None = None,
+) -> Outcome:
+    """Run the trainer as `ranks` real processes; wait for them to end. `module` and
+    `extra_env`: for a benchmark that runs the trainer through a wrapper
+    (tests.benchmarks.engine_calls)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / name
     path.write_text(config.dump())
     report = Path(config.reporting.directory)
     for stale in ("result.json", "progress.json"):
         (report / stale).unlink(missing_ok=True)
-    env = environment()
+    env = {**environment(), **(extra_env or {})}
     # The deepspeed launcher (as the worker pods use it) passes a worker's exit code on.
     command = [
         str(Path(sys.executable).parent / "deepspeed"),
         f"--num_gpus={ranks}",
         f"--master_port={free_port()}",
         "--module",
-        "trainkube_trainer",
+        module,
         "--config",
         str(path),
     ]
