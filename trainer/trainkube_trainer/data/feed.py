@@ -45,14 +45,9 @@ class Feed:
         # micro-batch, length]
         self._chunk = (torch.empty(0, 0, 0, 0), torch.empty(0, 0, 0, 0))
 
-    def samples(self, index: int) -> npt.NDArray[np.int64]:
-        """The dataset sample numbers of this rank's micro-batches of global batch `index`:
-        [accumulation, micro-batch]."""
-        samples: npt.NDArray[np.int64] = self._block_from(index)[0]
-        return samples
-
     def _block_from(self, index: int) -> npt.NDArray[np.int64]:
-        """The sample numbers of global batches `index` .. the end of its block."""
+        """The dataset sample numbers of this rank's micro-batches of global batches `index` ..
+        the end of its block: [batch, accumulation, micro-batch]."""
         if not self._first <= index < self._first + len(self._samples):
             block = self.sampler.micro_batch_block(index, self.block, self.rank)
             self._first, self._samples = index, self.split.dataset_samples(block)

@@ -225,7 +225,6 @@ class TokenDataset:
         self._shards = [Shard(**s) for s in self.index["shards"]]
         self._token_starts = list(np.cumsum([0] + [s.tokens for s in self._shards]).tolist())
         self._doc_starts = list(np.cumsum([0] + [s.documents for s in self._shards]).tolist())
-        self._token_bounds = np.asarray(self._token_starts, dtype=np.int64)
         self._maps: OrderedDict[tuple[int, str], _Mapped] = OrderedDict()
         self._touched: dict[tuple[int, str], _Mapped] = {}  # read since the last release
         self._reads = 0
@@ -305,7 +304,7 @@ class TokenDataset:
         self, wanted: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         starts = wanted * self.length
-        bounds = self._token_bounds
+        bounds = np.asarray(self._token_starts, dtype=np.int64)
         shards = np.searchsorted(bounds, starts, side="right") - 1
         inside = starts + self.length <= bounds[shards + 1]
         ids = np.empty((len(wanted), self.length), dtype=np.int64)
